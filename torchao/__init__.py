@@ -1,0 +1,16 @@
+"""torchao: quantized tensors, kernels and one-line APIs for PyTorch models.
+
+    import torchao
+    from torchao.quantization import int4_weight_only
+    torchao.quantize_(model, int4_weight_only(group_size=128))
+"""
+
+from torchao import _compat
+from torchao import qtensor as _qtensor  # noqa: F401  (registers ops, layouts, safe globals)
+from torchao.quant_api import quantize, quantize_
+
+_compat.install()
+
+__version__ = "0.1.0"
+
+__all__ = ["quantize_", "quantize", "__version__"]

@@ -1,0 +1,16 @@
+"""Seed import path torchao.dtypes: the quantized tensor subclass and its short constructor name."""
+
+from torchao.qtensor.aqt import AffineQuantizedTensor, to_affine_quantized, to_aq
+from torchao.qtensor.layouts import LAYOUTS, Int4CPULayout, Int4PackedLayout, Layout, PlainLayout, register_layout
+
+__all__ = [
+    "AffineQuantizedTensor",
+    "to_affine_quantized",
+    "to_aq",
+    "LAYOUTS",
+    "Layout",
+    "PlainLayout",
+    "Int4PackedLayout",
+    "Int4CPULayout",
+    "register_layout",
+]

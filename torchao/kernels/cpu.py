@@ -1,0 +1,144 @@
+"""CPU matmul kernels for quantized weights: thin wrappers of PyTorch's own aten CPU kernels.
+
+The wrappers pick a kernel and a compute dtype by batch size M, and are registered as
+``torchao::*`` ops (CompositeImplicitAutograd, so export shows them by name and Inductor sees the
+aten ops inside). None of this imports the tensor subclass.
+
+Compute dtype: the aten weight-only kernels are fast with bf16 activations and slow with fp32 ones
+(measured ~7x apart at M=1 on AVX-512), so fp32 activations are rounded to bf16, multiplied with
+fp32 accumulation, and the result cast back to fp32.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch.fx.experimental.symbolic_shapes import is_concrete_int
+
+__all__ = [
+    "INT4_CPU_GROUP_SIZES",
+    "int4_cpu_kernel_group_size",
+    "int4_cpu_pack",
+    "int4_cpu_unpack",
+    "int8_weight_only_mm",
+    "int4_weight_only_mm",
+    "int8_dynamic_mm",
+    "weight_only_compute_dtype",
+]
+
+#: group sizes the aten int4 CPU kernel accepts
+INT4_CPU_GROUP_SIZES = (256, 128, 64, 32)
+#: the int4 CPU packing interleaves output channels in blocks; N must be a multiple of this
+INT4_CPU_N_MULTIPLE = 16
+#: above this many rows the int8 dynamic path uses aten._int_mm; below it (M > 1) the bf16 weight-only
+#: kernel on exact integer activations is faster on CPUs without AMX (benchmarks/bench_linear.py)
+_INT_MM_MIN_ROWS = 32
+
+
+def weight_only_compute_dtype(x_dtype: torch.dtype) -> torch.dtype:
+    """Activation dtype the aten weight-only CPU kernels run in: bf16 for fp32 input, else the input's."""
+    return torch.bfloat16 if x_dtype == torch.float32 else x_dtype
+
+
+def int4_cpu_kernel_group_size(group_size: int) -> Optional[int]:
+    """The largest kernel group size that divides ``group_size`` (a per-channel block of K = 4096 runs
+    as groups of 256 with repeated scales); None if the kernel cannot represent it."""
+    return next((g for g in INT4_CPU_GROUP_SIZES if group_size % g == 0), None)
+
+
+def int4_cpu_pack(offsets: torch.Tensor) -> torch.Tensor:
+    """(N, K) integers in [0, 15] -> the aten CPU int4 format ((N, K // 2) uint8, channel-interleaved)."""
+    return torch.ops.aten._convert_weight_to_int4pack_for_cpu(offsets.to(torch.int32).contiguous(), 1)
+
+
+def int4_cpu_unpack(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
+    """Inverse of ``int4_cpu_pack``: (N, K) uint8 in [0, 15].
+
+    The aten format is a permutation of nibbles that depends on the CPU's vector width, so it is
+    learned here rather than hard-coded: packing the element indices 4 bits at a time tells, for each
+    nibble of ``packed``, which (n, k) it came from. Costs ceil(log2(N*K) / 4) packs; meant for rare
+    operations (dequantize, device moves, checkpoints), not for the matmul path.
+    """
+    index = torch.arange(n * k, dtype=torch.int64).reshape(n, k)
+    source = torch.zeros(n * k, dtype=torch.int64)
+    for shift in range(0, max(1, math.ceil(math.log2(max(n * k, 2)))), 4):
+        digit_packed = int4_cpu_pack((index >> shift) & 0xF)
+        source |= _nibbles_in_order(digit_packed).to(torch.int64) << shift
+    values = torch.empty(n * k, dtype=torch.uint8, device=packed.device)
+    values[source.to(packed.device)] = _nibbles_in_order(packed)
+    return values.reshape(n, k)
+
+
+def _nibbles_in_order(packed: torch.Tensor) -> torch.Tensor:
+    """Flat uint8 nibbles: low then high nibble of each byte, bytes in memory order."""
+    flat = packed.reshape(-1)
+    return torch.stack([flat & 0xF, flat >> 4], dim=-1).reshape(-1)
+
+
+def _small_rows(m) -> bool:
+    return is_concrete_int(m) and int(m) < _INT_MM_MIN_ROWS
+
+
+def _int8_weight_only_mm(x: torch.Tensor, w_int8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    cdtype = weight_only_compute_dtype(x.dtype)
+    out = torch.ops.aten._weight_int8pack_mm(x.to(cdtype), w_int8, scale.to(cdtype))
+    return out.to(x.dtype)
+
+
+def _int4_weight_only_mm(
+    x: torch.Tensor, packed: torch.Tensor, group_size: int, scales_and_zeros: torch.Tensor
+) -> torch.Tensor:
+    cdtype = weight_only_compute_dtype(x.dtype)
+    out = torch.ops.aten._weight_int4pack_mm_for_cpu(x.to(cdtype), packed, group_size, scales_and_zeros.to(cdtype))
+    return out.to(x.dtype)
+
+
+def _int8_dynamic_mm(
+    x_int8: torch.Tensor, x_scale: torch.Tensor, w_int8: torch.Tensor, w_scale: torch.Tensor, out_dtype: torch.dtype
+) -> torch.Tensor:
+    m = x_int8.shape[0]
+    if out_dtype != torch.float32 and m != 1 and _small_rows(m):
+        # |q| <= 128 is exact in bf16 and the kernel accumulates in fp32: int8 x int8 products, bf16 result
+        acc = torch.ops.aten._weight_int8pack_mm(x_int8.to(torch.bfloat16), w_int8, w_scale.to(torch.bfloat16))
+        return (acc.to(torch.float32) * x_scale.reshape(-1, 1).to(torch.float32)).to(out_dtype)
+    acc = torch.ops.aten._int_mm(x_int8, w_int8.t())
+    return (acc.to(torch.float32) * x_scale.reshape(-1, 1).to(torch.float32) * w_scale.to(torch.float32)).to(out_dtype)
+
+
+_lib = torch.library.Library("torchao", "FRAGMENT")
+_lib.define("int8_weight_only_mm_cpu(Tensor x, Tensor w_int8, Tensor scale) -> Tensor")
+_lib.define("int4_weight_only_mm_cpu(Tensor x, Tensor packed, int group_size, Tensor scales_and_zeros) -> Tensor")
+_lib.define(
+    "int8_dynamic_mm_cpu(Tensor x_int8, Tensor x_scale, Tensor w_int8, Tensor w_scale, ScalarType out_dtype) -> Tensor"
+)
+_lib.impl("int8_weight_only_mm_cpu", _int8_weight_only_mm, "CompositeImplicitAutograd")
+_lib.impl("int4_weight_only_mm_cpu", _int4_weight_only_mm, "CompositeImplicitAutograd")
+_lib.impl("int8_dynamic_mm_cpu", _int8_dynamic_mm, "CompositeImplicitAutograd")
+
+
+def int8_weight_only_mm(x: torch.Tensor, w_int8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x (M, K) float @ (w_int8 (N, K) int8 * scale (N,)).T -> (M, N) in x.dtype."""
+    return torch.ops.torchao.int8_weight_only_mm_cpu(x, w_int8, scale.reshape(-1))
+
+
+def int4_weight_only_mm(
+    x: torch.Tensor, packed: torch.Tensor, group_size: int, scales_and_zeros: torch.Tensor
+) -> torch.Tensor:
+    """x (M, K) float @ W.T with W[n, k] = (q - 8) * s + z from the aten CPU int4 format.
+
+    packed: from ``int4_cpu_pack``; scales_and_zeros: (K // group_size, N, 2) float (s, z);
+    group_size in INT4_CPU_GROUP_SIZES. Returns (M, N) in x.dtype.
+    """
+    return torch.ops.torchao.int4_weight_only_mm_cpu(x, packed, group_size, scales_and_zeros)
+
+
+def int8_dynamic_mm(
+    x_int8: torch.Tensor, x_scale: torch.Tensor, w_int8: torch.Tensor, w_scale: torch.Tensor, out_dtype: torch.dtype
+) -> torch.Tensor:
+    """(x_int8 (M, K) @ w_int8 (N, K).T) * x_scale (M, 1) * w_scale (N,) -> (M, N) in out_dtype.
+
+    Integer products accumulate in int32 (aten._int_mm), or for 1 < M < 32 with 16-bit outputs in fp32
+    inside the bf16 weight-only kernel (exact integer inputs; result rounded to bf16)."""
+    return torch.ops.torchao.int8_dynamic_mm_cpu(x_int8, x_scale, w_int8, w_scale.reshape(-1), out_dtype)

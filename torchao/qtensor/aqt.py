@@ -1,0 +1,224 @@
+"""AffineQuantizedTensor: a tensor subclass that holds affine-quantized integers in a layout.
+
+It looks like a float tensor of the original shape and dtype (``shape``, ``dtype``) and holds the
+layout's inner tensors (packed integers, scale, zero point) plus a hashable ``QuantSpec``. Ops reach
+it through one table, ``OPS``, filled by ``@implements(...)`` (see ops.py); an op without an entry
+raises an error naming it, rather than computing on the wrong representation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Dict, Optional, Sequence, Tuple, Type, Union
+
+import torch
+
+from torchao.qtensor.layouts import Layout, QuantSpec, get_layout
+from torchao.qtensor.primitives import (
+    MappingType,
+    ZeroPointDomain,
+    choose_qparams_affine,
+    dequantize_affine,
+    quant_range,
+    quantize_affine,
+    storage_dtype,
+)
+
+__all__ = ["AffineQuantizedTensor", "implements", "to_affine_quantized", "to_aq", "OPS"]
+
+#: torch functions and aten ops -> handler(func, types, args, kwargs)
+OPS: Dict[Callable, Callable] = {}
+
+
+def implements(*ops: Callable):
+    """Register a handler for torch functions (e.g. F.linear) and aten ops on AffineQuantizedTensor."""
+
+    def decorator(handler):
+        for op in ops:
+            OPS[op] = handler
+        return handler
+
+    return decorator
+
+
+LayoutArg = Union[str, Type[Layout]]
+
+
+def _layout_name(layout: LayoutArg) -> str:
+    name = layout if isinstance(layout, str) else layout.name
+    get_layout(name)  # raises with the list of known layouts
+    return name
+
+
+class AffineQuantizedTensor(torch.Tensor):
+    """A quantized tensor: ``dequantize()`` gives ``(q - zero_point) * scale`` per block.
+
+    Build one with ``AffineQuantizedTensor.from_float`` (alias ``to_affine_quantized`` / ``to_aq``)
+    or ``from_plain`` (integers computed elsewhere, e.g. by GPTQ). Attributes: ``spec`` (QuantSpec) and
+    one attribute per inner tensor of the layout (``LAYOUTS[spec.layout].tensor_names``).
+    """
+
+    spec: QuantSpec
+
+    @staticmethod
+    def __new__(cls, tensors: Dict[str, Optional[torch.Tensor]], spec: QuantSpec):
+        ref = next(t for t in tensors.values() if t is not None)
+        return torch.Tensor._make_wrapper_subclass(
+            cls, spec.shape, dtype=spec.dtype, device=ref.device, requires_grad=False
+        )
+
+    def __init__(self, tensors: Dict[str, Optional[torch.Tensor]], spec: QuantSpec):
+        self.spec = spec
+        for name in get_layout(spec.layout).tensor_names:
+            setattr(self, name, tensors.get(name))
+
+    # ---- structure -------------------------------------------------------------------------
+
+    @property
+    def layout(self) -> Type[Layout]:
+        return get_layout(self.spec.layout)
+
+    @property
+    def block_size(self) -> Tuple[int, ...]:
+        return self.spec.block_size
+
+    def inner_tensors(self) -> Dict[str, torch.Tensor]:
+        """The layout's inner tensors that are present, by name."""
+        return {n: getattr(self, n) for n in self.layout.tensor_names if getattr(self, n) is not None}
+
+    def __tensor_flatten__(self):
+        return list(self.inner_tensors()), self.spec
+
+    @classmethod
+    def __tensor_unflatten__(cls, inner_tensors, spec, outer_size, outer_stride):
+        return cls(dict(inner_tensors), spec)
+
+    def with_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor], **spec_changes) -> "AffineQuantizedTensor":
+        """A new tensor with ``fn`` applied to every inner tensor and the spec fields replaced."""
+        spec = dataclasses.replace(self.spec, **spec_changes)
+        return self.__class__({n: fn(t) for n, t in self.inner_tensors().items()}, spec)
+
+    def get_plain(self) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """(int_data, scale, zero_point) of the stored (untransposed) shape, unpacked from the layout."""
+        return self.layout.unpack(self.inner_tensors(), self.spec)
+
+    def dequantize(self, output_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        """The float tensor (``self.shape``, ``output_dtype`` or ``self.dtype``)."""
+        int_data, scale, zero_point = self.get_plain()
+        s = self.spec
+        out = dequantize_affine(
+            int_data, s.block_size, scale, zero_point, s.target_dtype, s.quant_min, s.quant_max,
+            s.zero_point_domain, output_dtype=output_dtype or s.dtype,
+        )
+        return out.t() if s.transposed else out
+
+    def __repr__(self):
+        s = self.spec
+        act = f", act_quant={s.act_quant}" if s.act_quant else ""
+        return (
+            f"AffineQuantizedTensor(shape={tuple(s.shape)}, dtype={s.dtype}, layout={s.layout}, "
+            f"block_size={tuple(s.block_size)}, target_dtype={s.target_dtype}, "
+            f"quant_range=[{s.quant_min}, {s.quant_max}], zero_point_domain={s.zero_point_domain.name}"
+            f"{', transposed' if s.transposed else ''}{act}, device={self.device})"
+        )
+
+    # ---- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def from_plain(
+        cls,
+        int_data: torch.Tensor,
+        scale: torch.Tensor,
+        zero_point: Optional[torch.Tensor],
+        block_size: Sequence[int],
+        target_dtype: torch.dtype,
+        quant_min: Optional[int] = None,
+        quant_max: Optional[int] = None,
+        zero_point_domain: ZeroPointDomain = ZeroPointDomain.INT,
+        dtype: torch.dtype = torch.float32,
+        layout: LayoutArg = "plain",
+        act_quant: Optional[str] = None,
+    ) -> "AffineQuantizedTensor":
+        """Wrap integers that are already quantized.
+
+        int_data: integers in the storage dtype of ``target_dtype``, shape = the logical shape;
+        scale / zero_point: one element per block; dtype: the logical float dtype.
+        """
+        qmin, qmax = quant_range(target_dtype, quant_min, quant_max)
+        if int_data.dtype != storage_dtype(target_dtype):
+            raise TypeError(f"int_data has dtype {int_data.dtype}; {target_dtype} is stored as {storage_dtype(target_dtype)}")
+        if zero_point_domain == ZeroPointDomain.NONE:
+            zero_point = None
+        spec = QuantSpec(
+            shape=tuple(int_data.shape), dtype=dtype, block_size=tuple(int(b) for b in block_size),
+            target_dtype=target_dtype, quant_min=qmin, quant_max=qmax, zero_point_domain=zero_point_domain,
+            layout=_layout_name(layout), act_quant=act_quant,
+        )
+        layout_cls = get_layout(spec.layout)
+        reason = layout_cls.unsupported_reason(spec, int_data.device)
+        if reason:
+            raise ValueError(f"cannot store a tensor of shape {spec.shape} in layout '{spec.layout}': {reason}")
+        tensors, extra = layout_cls.pack(int_data, scale, zero_point, spec)
+        return cls(tensors, dataclasses.replace(spec, layout_extra=extra))
+
+    @classmethod
+    def from_float(
+        cls,
+        input_float: torch.Tensor,
+        mapping_type: MappingType,
+        block_size: Sequence[int],
+        target_dtype: torch.dtype,
+        quant_min: Optional[int] = None,
+        quant_max: Optional[int] = None,
+        eps: Optional[float] = None,
+        scale_dtype: Optional[torch.dtype] = None,
+        zero_point_dtype: Optional[torch.dtype] = None,
+        preserve_zero: bool = True,
+        zero_point_domain: ZeroPointDomain = ZeroPointDomain.INT,
+        layout: LayoutArg = "plain",
+        act_quant: Optional[str] = None,
+    ) -> "AffineQuantizedTensor":
+        """Quantize a float tensor (any rank; see choose_qparams_affine for the arguments).
+
+        layout: a name in LAYOUTS or a Layout class; act_quant: a name in ACTIVATION_QUANTIZERS for
+        dynamic activation quantization in linear (None: weight-only).
+        """
+        if isinstance(input_float, AffineQuantizedTensor):
+            raise TypeError("input is already an AffineQuantizedTensor; dequantize() it first to requantize")
+        input_float = input_float.detach()
+        scale, zero_point = choose_qparams_affine(
+            input_float, mapping_type, block_size, target_dtype, quant_min, quant_max, eps,
+            scale_dtype, zero_point_dtype, preserve_zero, zero_point_domain,
+        )
+        int_data = quantize_affine(
+            input_float, block_size, scale, zero_point, target_dtype, quant_min, quant_max, zero_point_domain
+        )
+        return cls.from_plain(
+            int_data, scale, zero_point, block_size, target_dtype, quant_min, quant_max, zero_point_domain,
+            dtype=input_float.dtype, layout=layout, act_quant=act_quant,
+        )
+
+    # ---- dispatch --------------------------------------------------------------------------
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        handler = OPS.get(func)
+        if handler is not None:
+            return handler(func, types, args, kwargs)
+        with torch._C.DisableTorchFunctionSubclass():
+            return func(*args, **kwargs)
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+        handler = OPS.get(func)
+        if handler is None:
+            raise NotImplementedError(
+                f"AffineQuantizedTensor does not implement {func}; call .dequantize() first if a float "
+                f"tensor is what you need"
+            )
+        return handler(func, types, args, kwargs or {})
+
+
+to_affine_quantized = AffineQuantizedTensor.from_float
+to_aq = AffineQuantizedTensor.from_float

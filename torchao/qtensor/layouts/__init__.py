@@ -1,0 +1,17 @@
+"""Storage layouts of AffineQuantizedTensor, one module each, registered in LAYOUTS by name."""
+
+from torchao.qtensor.layouts.base import LAYOUTS, Layout, QuantSpec, get_layout, register_layout
+from torchao.qtensor.layouts.plain import PlainLayout
+from torchao.qtensor.layouts.int4_packed import Int4PackedLayout
+from torchao.qtensor.layouts.int4_cpu import Int4CPULayout
+
+__all__ = [
+    "LAYOUTS",
+    "Layout",
+    "QuantSpec",
+    "get_layout",
+    "register_layout",
+    "PlainLayout",
+    "Int4PackedLayout",
+    "Int4CPULayout",
+]

@@ -1,0 +1,79 @@
+"""PyTorch's CPU int4 format (aten._weight_int4pack_mm_for_cpu): fast weight-only int4 on CPU.
+
+The packed bytes are machine-specific (channel-interleaved for the CPU's vector width), so this
+layout is CPU-only; checkpoints and device moves go through the plain values (see kernels/cpu.py).
+The kernel computes W = (q - 8) * s + z per group; every integer range of at most 16 levels maps onto
+it exactly: q' = q - quant_min and z = (8 + quant_min - zero_point) * s (INT domain), likewise for
+NONE / FLOAT zero points. The original scale and zero point are kept too, so unpack is exact.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from torchao.kernels.cpu import (
+    INT4_CPU_N_MULTIPLE,
+    int4_cpu_kernel_group_size,
+    int4_cpu_pack,
+    int4_cpu_unpack,
+    weight_only_compute_dtype,
+)
+from torchao.qtensor.layouts.base import Layout, register_layout
+from torchao.qtensor.layouts.int4_packed import int4_weight_reason, offsets_from_min, values_from_offsets
+from torchao.qtensor.primitives import ZeroPointDomain
+
+
+def _kernel_scales_and_zeros(scale, zero_point, spec, kernel_group):
+    """(K // kernel_group, N, 2) tensor of (s, z) with W = (q' - 8) * s + z, q' = q - quant_min."""
+    n, k = spec.stored_shape
+    groups = k // spec.group_size
+    s = scale.reshape(n, groups).to(torch.float32)
+    if spec.zero_point_domain == ZeroPointDomain.INT:
+        z = (8 + spec.quant_min - zero_point.reshape(n, groups).to(torch.float32)) * s
+    elif spec.zero_point_domain == ZeroPointDomain.NONE:
+        z = (8 + spec.quant_min) * s
+    else:
+        mid = (spec.quant_min + spec.quant_max + 1) / 2
+        z = (8 + spec.quant_min - mid) * s + zero_point.reshape(n, groups).to(torch.float32)
+    repeat = spec.group_size // kernel_group
+    sz = torch.stack([s, z], dim=-1).repeat_interleave(repeat, dim=1)  # (N, K // kernel_group, 2)
+    return sz.transpose(0, 1).contiguous().to(weight_only_compute_dtype(spec.dtype))
+
+
+@register_layout
+class Int4CPULayout(Layout):
+    """packed: aten CPU int4 bytes (N, K // 2) uint8; scales_and_zeros: (K // kernel_group, N, 2) in
+    the kernel's compute dtype; scale, zero_point: the original qparams."""
+
+    name = "int4_cpu"
+    tensor_names = ("packed", "scales_and_zeros", "scale", "zero_point")
+    device_types = ("cpu",)
+
+    @classmethod
+    def unsupported_reason(cls, spec, device):
+        reason = super().unsupported_reason(spec, device) or int4_weight_reason(spec)
+        if reason:
+            return reason
+        n, _ = spec.stored_shape
+        if n % INT4_CPU_N_MULTIPLE:
+            return f"the CPU int4 kernel needs out_features divisible by {INT4_CPU_N_MULTIPLE}, got N={n}"
+        if int4_cpu_kernel_group_size(spec.group_size) is None:
+            return f"the CPU int4 kernel needs a group size that is a multiple of 32, got {spec.group_size}"
+        return None
+
+    @classmethod
+    def pack(cls, int_data, scale, zero_point, spec):
+        kernel_group = int4_cpu_kernel_group_size(spec.group_size)
+        tensors = {
+            "packed": int4_cpu_pack(offsets_from_min(int_data, spec)),
+            "scales_and_zeros": _kernel_scales_and_zeros(scale, zero_point, spec, kernel_group),
+            "scale": scale,
+            "zero_point": zero_point,
+        }
+        return tensors, (("kernel_group_size", kernel_group),)
+
+    @classmethod
+    def unpack(cls, tensors, spec):
+        n, k = spec.stored_shape
+        offsets = int4_cpu_unpack(tensors["packed"], n, k)
+        return values_from_offsets(offsets, spec), tensors["scale"], tensors.get("zero_point")

@@ -1,0 +1,150 @@
+"""F.linear on an AffineQuantizedTensor weight: an ordered list of (applies, run) kernels.
+
+The first kernel whose ``applies(x, weight)`` holds runs; if none does, the weight is dequantized
+(and the activation fake-quantized, for dynamic-activation weights) and F.linear runs on floats.
+The CUDA Triton kernels register themselves into the same list (kernels issue).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, List, Optional
+
+import torch
+import torch.nn.functional as F
+
+from torchao.kernels import cpu as cpu_kernels
+from torchao.qtensor.act_quant import get_activation_quantizer
+from torchao.qtensor.aqt import AffineQuantizedTensor
+from torchao.qtensor.primitives import ZeroPointDomain
+
+__all__ = ["LinearKernel", "LINEAR_KERNELS", "register_linear_kernel", "quantized_linear", "select_linear_kernel"]
+
+Applies = Callable[[torch.Tensor, AffineQuantizedTensor], bool]
+Run = Callable[[torch.Tensor, AffineQuantizedTensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LinearKernel:
+    """``run(x2d, weight)`` computes x2d (M, K) @ weight.T -> (M, N) in x2d.dtype, without bias."""
+
+    name: str
+    applies: Applies
+    run: Run
+
+
+#: in priority order; the first that applies wins
+LINEAR_KERNELS: List[LinearKernel] = []
+
+
+def register_linear_kernel(name: str, applies: Applies, *, first: bool = False):
+    """Decorator adding ``run`` to LINEAR_KERNELS (at the front with ``first=True``)."""
+
+    def decorator(run: Run) -> Run:
+        kernel = LinearKernel(name, applies, run)
+        LINEAR_KERNELS.insert(0, kernel) if first else LINEAR_KERNELS.append(kernel)
+        return run
+
+    return decorator
+
+
+def select_linear_kernel(x: torch.Tensor, weight: AffineQuantizedTensor) -> Optional[LinearKernel]:
+    """The kernel F.linear(x, weight) would use (None: dequantize fallback)."""
+    return next((k for k in LINEAR_KERNELS if k.applies(x, weight)), None)
+
+
+def quantized_linear(x: torch.Tensor, weight: AffineQuantizedTensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """x (..., K) float, weight (N, K) AffineQuantizedTensor, bias (N,) or None -> (..., N) in x.dtype."""
+    if x.shape[-1] != weight.shape[-1]:
+        raise RuntimeError(
+            f"linear: input has {x.shape[-1]} features (shape {tuple(x.shape)}) but the quantized weight "
+            f"has shape {tuple(weight.shape)}"
+        )
+    if weight.spec.transposed:
+        raise RuntimeError("linear: the quantized weight is transposed; pass the (out_features, in_features) tensor")
+    kernel = select_linear_kernel(x, weight)
+    if kernel is None:
+        out = _dequantize_linear(x, weight)
+    else:
+        out = kernel.run(x.reshape(-1, x.shape[-1]), weight).reshape(*x.shape[:-1], weight.shape[0])
+    return out if bias is None else out + bias.to(out.dtype)
+
+
+def _dequantize_linear(x: torch.Tensor, weight: AffineQuantizedTensor) -> torch.Tensor:
+    if weight.spec.act_quant is not None:
+        x = get_activation_quantizer(weight.spec.act_quant).fake_quantize(x)
+    return F.linear(x, weight.dequantize(x.dtype))
+
+
+# ---- conditions ------------------------------------------------------------------------------------
+
+
+def _on_cpu(x, w) -> bool:
+    return x.device.type == "cpu" and w.device.type == "cpu"
+
+
+def _is_int8_per_channel(w: AffineQuantizedTensor) -> bool:
+    s = w.spec
+    return (
+        s.layout == "plain"
+        and len(s.shape) == 2
+        and s.block_size == (1, s.shape[1])
+        and w.int_data.dtype == torch.int8
+        and s.zero_point_domain in (ZeroPointDomain.INT, ZeroPointDomain.NONE)
+    )
+
+
+def _cpu_int8_weight_only(x, w) -> bool:
+    return _on_cpu(x, w) and w.spec.act_quant is None and _is_int8_per_channel(w)
+
+
+def _cpu_int4_weight_only(x, w) -> bool:
+    return _on_cpu(x, w) and w.spec.layout == "int4_cpu" and w.spec.act_quant is None
+
+
+def _cpu_int8_dynamic(x, w) -> bool:
+    return (
+        _on_cpu(x, w)
+        and w.spec.act_quant == "int8_per_token_sym"
+        and _is_int8_per_channel(w)
+        and w.spec.zero_point_domain == ZeroPointDomain.NONE
+    )
+
+
+def _dynamic_without_integer_kernel(x, w) -> bool:
+    """A dynamic-activation weight that no integer kernel takes: fake-quantize x, then weight-only."""
+    return w.spec.act_quant is not None and not _cpu_int8_dynamic(x, w) and select_linear_kernel(
+        x, w.with_tensors(lambda t: t, act_quant=None)
+    ) is not None
+
+
+# ---- kernels -----------------------------------------------------------------------------------
+
+
+@register_linear_kernel("cpu_int8_weight_only", _cpu_int8_weight_only)
+def _run_cpu_int8_weight_only(x, w):
+    scale = w.scale.reshape(-1)
+    out = cpu_kernels.int8_weight_only_mm(x, w.int_data, scale)
+    if w.zero_point is not None and w.spec.zero_point_domain == ZeroPointDomain.INT:
+        # (q - zp) * s = q * s - zp * s: subtract rowsum(x) * zp * s per output channel
+        correction = w.zero_point.reshape(-1).to(torch.float32) * scale.to(torch.float32)
+        out = (out.to(torch.float32) - x.to(torch.float32).sum(-1, keepdim=True) * correction).to(x.dtype)
+    return out
+
+
+@register_linear_kernel("cpu_int4_weight_only", _cpu_int4_weight_only)
+def _run_cpu_int4_weight_only(x, w):
+    return cpu_kernels.int4_weight_only_mm(x, w.packed, w.spec.extra("kernel_group_size"), w.scales_and_zeros)
+
+
+@register_linear_kernel("cpu_int8_dynamic", _cpu_int8_dynamic)
+def _run_cpu_int8_dynamic(x, w):
+    q, scale, _ = get_activation_quantizer(w.spec.act_quant).quantize(x)
+    return cpu_kernels.int8_dynamic_mm(q, scale, w.int_data, w.scale, x.dtype)
+
+
+@register_linear_kernel("fake_quantized_activation", _dynamic_without_integer_kernel)
+def _run_fake_quantized_activation(x, w):
+    x_fq = get_activation_quantizer(w.spec.act_quant).fake_quantize(x)
+    weight_only = w.with_tensors(lambda t: t, act_quant=None)
+    return select_linear_kernel(x_fq, weight_only).run(x_fq, weight_only)

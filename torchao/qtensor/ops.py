@@ -1,0 +1,217 @@
+"""Op handlers for AffineQuantizedTensor, one short function per op, registered with @implements."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from torchao.qtensor.aqt import AffineQuantizedTensor, implements
+from torchao.qtensor.layouts import get_layout
+from torchao.qtensor.linear import quantized_linear
+from torchao.qtensor.primitives import qparams_shape
+
+aten = torch.ops.aten
+
+
+def _is_aqt(t) -> bool:
+    return isinstance(t, AffineQuantizedTensor)
+
+
+def _linear_weight(w) -> AffineQuantizedTensor:
+    """The (N, K) weight for a linear whose weight argument is ``w`` ((K, N) after .t() for mm/addmm)."""
+    if not _is_aqt(w):
+        raise NotImplementedError(f"quantized linear expects the weight to be an AffineQuantizedTensor, got {type(w)}")
+    return w
+
+
+# ---- linear -------------------------------------------------------------------------------------
+
+
+@implements(F.linear, aten.linear.default)
+def _linear(func, types, args, kwargs):
+    x, w = args[0], args[1]
+    bias = args[2] if len(args) > 2 else kwargs.get("bias")
+    if _is_aqt(x):
+        raise NotImplementedError("linear with a quantized *input* is not supported; quantize the weight instead")
+    return quantized_linear(x, _linear_weight(w), bias)
+
+
+@implements(aten.mm.default)
+def _mm(func, types, args, kwargs):
+    x, w_t = args
+    return quantized_linear(x, _untranspose(w_t, func), None)
+
+
+@implements(aten.addmm.default)
+def _addmm(func, types, args, kwargs):
+    bias, x, w_t = args[:3]
+    if kwargs.get("beta", 1) != 1 or kwargs.get("alpha", 1) != 1:
+        raise NotImplementedError("addmm with beta/alpha != 1 on a quantized weight is not supported")
+    return quantized_linear(x, _untranspose(w_t, func), bias)
+
+
+def _untranspose(w_t, func) -> AffineQuantizedTensor:
+    if _is_aqt(w_t) and w_t.spec.transposed:
+        return _transpose(w_t)
+    raise NotImplementedError(
+        f"{func} on an AffineQuantizedTensor needs it as the transposed weight of a linear "
+        f"(x @ w.t()); got {'a quantized input' if not _is_aqt(w_t) else 'an untransposed weight'}"
+    )
+
+
+# ---- structure-preserving ops --------------------------------------------------------------------
+
+
+@implements(aten.detach.default, aten.alias.default)
+def _detach(func, types, args, kwargs):
+    return args[0].with_tensors(func)
+
+
+@implements(aten.clone.default)
+def _clone(func, types, args, kwargs):
+    return args[0].with_tensors(lambda t: t.clone())
+
+
+def _transpose(w: AffineQuantizedTensor) -> AffineQuantizedTensor:
+    if w.dim() != 2:
+        raise NotImplementedError(f"transpose of a quantized tensor needs 2 dims, got shape {tuple(w.shape)}")
+    return w.with_tensors(lambda t: t, shape=tuple(reversed(w.spec.shape)), transposed=not w.spec.transposed)
+
+
+@implements(aten.t.default)
+def _t(func, types, args, kwargs):
+    return _transpose(args[0])
+
+
+@implements(aten.transpose.int)
+def _transpose_int(func, types, args, kwargs):
+    w, d0, d1 = args
+    if w.dim() == 2 and {d0 % 2, d1 % 2} == {0, 1}:
+        return _transpose(w)
+    if d0 % w.dim() == d1 % w.dim():
+        return w
+    raise NotImplementedError(f"transpose({d0}, {d1}) of a quantized tensor of shape {tuple(w.shape)}")
+
+
+@implements(aten._to_copy.default)
+def _to_copy(func, types, args, kwargs):
+    w: AffineQuantizedTensor = args[0]
+    device = torch.device(kwargs["device"]) if kwargs.get("device") is not None else w.device
+    dtype = kwargs.get("dtype") or w.dtype
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+        raise NotImplementedError(f"cannot convert an AffineQuantizedTensor to {dtype}; dequantize() it first")
+    if device != w.device and get_layout(w.spec.layout).unsupported_reason(w.spec, device):
+        w = _relayout(w, _portable_layout(w), w.device)
+    old_dtype = w.dtype
+
+    def move(t):
+        cast = dtype if (t.is_floating_point() and t.dtype == old_dtype and dtype != old_dtype) else None
+        return t.to(device=device, dtype=cast)
+
+    return w.with_tensors(move, dtype=dtype)
+
+
+def _portable_layout(w: AffineQuantizedTensor) -> str:
+    return "int4_packed" if w.spec.layout == "int4_cpu" else "plain"
+
+
+def _relayout(w: AffineQuantizedTensor, layout: str, device: torch.device) -> AffineQuantizedTensor:
+    """Re-store ``w`` in another layout via its plain integers (exact)."""
+    int_data, scale, zero_point = w.get_plain()
+    s = w.spec
+    out = AffineQuantizedTensor.from_plain(
+        int_data.to(device), scale.to(device), None if zero_point is None else zero_point.to(device),
+        s.block_size, s.target_dtype, s.quant_min, s.quant_max, s.zero_point_domain, s.dtype, layout, s.act_quant,
+    )
+    return _transpose(out) if s.transposed else out
+
+
+@implements(aten.copy_.default)
+def _copy_(func, types, args, kwargs):
+    dst, src = args[0], args[1]
+    if not (_is_aqt(dst) and _is_aqt(src)):
+        raise NotImplementedError(
+            "copy_ between a quantized and a float tensor is not supported: quantize the source with the same "
+            "config first (e.g. load a state_dict saved from a quantized model)"
+        )
+    same = dataclasses.replace(src.spec, layout=dst.spec.layout, layout_extra=dst.spec.layout_extra)
+    if same != dst.spec:
+        raise ValueError(f"copy_: quantized source {src!r} does not match destination {dst!r}")
+    if src.spec.layout != dst.spec.layout or src.spec.layout_extra != dst.spec.layout_extra:
+        src = _relayout(src, dst.spec.layout, dst.device)
+    src_tensors = src.inner_tensors()
+    if set(src_tensors) != set(dst.inner_tensors()):
+        raise ValueError(f"copy_: inner tensors {sorted(src_tensors)} do not match {sorted(dst.inner_tensors())}")
+    for name, t in dst.inner_tensors().items():
+        t.copy_(src_tensors[name])
+    return dst
+
+
+# ---- views and slices (through the plain integers, so every layout supports them) ------------------
+
+
+def _rebuild(w: AffineQuantizedTensor, int_data, scale, zero_point, block_size) -> AffineQuantizedTensor:
+    s = w.spec
+    return AffineQuantizedTensor.from_plain(
+        int_data, scale, zero_point, block_size, s.target_dtype, s.quant_min, s.quant_max,
+        s.zero_point_domain, s.dtype, s.layout, s.act_quant,
+    )
+
+
+@implements(aten.view.default, aten._unsafe_view.default, aten.reshape.default)
+def _view(func, types, args, kwargs):
+    w, new_shape = args[0], list(args[1])
+    if -1 in new_shape:
+        new_shape[new_shape.index(-1)] = w.numel() // -math.prod(new_shape)
+    if tuple(new_shape) == tuple(w.shape):
+        return w.with_tensors(lambda t: t)
+    s = w.spec
+    if s.transposed or new_shape[-1:] != list(w.shape[-1:]) or any(b != 1 for b in s.block_size[:-1]):
+        raise NotImplementedError(
+            f"{func}: a quantized tensor of shape {tuple(w.shape)} with block_size {s.block_size} can only be "
+            f"reshaped in its leading dims (last dim kept, blocks of 1 row); got {tuple(new_shape)}"
+        )
+    int_data, scale, zero_point = w.get_plain()
+    block = (1,) * (len(new_shape) - 1) + (s.block_size[-1],)
+    qshape = qparams_shape(block, new_shape)
+    return _rebuild(
+        w, int_data.reshape(new_shape), scale.reshape(qshape),
+        None if zero_point is None else zero_point.reshape(qshape), block,
+    )
+
+
+@implements(aten.slice.Tensor)
+def _slice(func, types, args, kwargs):
+    w: AffineQuantizedTensor = args[0]
+    dim, start, end, step = (list(args[1:]) + [0, None, None, 1][len(args) - 1:])[:4]
+    s = w.spec
+    dim = dim % w.dim()
+    size = w.shape[dim]
+    start = 0 if start is None else max(0, min(size, start if start >= 0 else start + size))
+    end = size if end is None else max(0, min(size, end if end >= 0 else end + size))
+    if start == 0 and end == size and step == 1:
+        return w.with_tensors(lambda t: t)
+    if s.transposed:
+        return _transpose(_slice(func, types, (_transpose(w), 1 - dim, start, end, step), {}))
+    block = s.block_size[dim]
+    if step != 1 or start % block or (end % block and end != size) or (block == size and (start, end) != (0, size)):
+        raise NotImplementedError(
+            f"slice of dim {dim} [{start}:{end}:{step}] does not align with block_size {s.block_size} "
+            f"of a quantized tensor of shape {tuple(w.shape)}"
+        )
+    int_data, scale, zero_point = w.get_plain()
+    blocks = [n // b for n, b in zip(s.shape, s.block_size)]
+
+    def slice_qparams(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        if t is None:
+            return None
+        return t.reshape(blocks).narrow(dim, start // block, -(-(end - start) // block))
+
+    new_block = list(s.block_size)
+    new_block[dim] = min(block, end - start)
+    return _rebuild(w, int_data.narrow(dim, start, end - start), slice_qparams(scale),
+                    slice_qparams(zero_point), tuple(new_block))

@@ -1,0 +1,473 @@
+"""Affine quantization primitives: choose_qparams_affine, quantize_affine, dequantize_affine.
+
+One formula covers every granularity through ``block_size``, the shape of the block of elements
+that share one scale (and zero point)::
+
+    per-tensor            block_size = input.shape
+    per-channel (Linear)  block_size = (1, K)            for a weight of shape (N, K)
+    per-group             block_size = (1, group_size)
+    per-token             block_size = (1, ..., 1, K)    for activations of shape (..., K)
+
+Quantization parameters have one entry per block. Their shape follows the input dims: a dim whose
+block is 1 keeps its size, a dim covered entirely by one block is dropped, a dim split into several
+blocks becomes the number of blocks (so a (N, K) weight gives scales of shape (N,) per channel and
+(N, K // group_size) per group). Any scale with the right number of elements is accepted back.
+
+The integer mapping (``ZeroPointDomain.INT``)::
+
+    q = clamp(round(x * (1 / scale)) + zero_point, quant_min, quant_max)
+    x ~ (q - zero_point) * scale
+
+matches ``torch.ops.quantized_decomposed`` bit for bit. ``ZeroPointDomain.FLOAT`` stores the zero
+point as a float offset (the tinygemm convention: ``x ~ (q - mid) * scale + zero_point`` with
+``mid = (quant_min + quant_max + 1) / 2``); ``ZeroPointDomain.NONE`` has no zero point.
+
+The three functions are registered as custom ops in the ``quant`` namespace (CompositeImplicitAutograd,
+so ``torch.export`` keeps them by name and Inductor / AOTInductor compile them into fused code).
+"""
+
+from __future__ import annotations
+
+import math
+from enum import Enum, auto
+from typing import Optional, Sequence, Tuple
+
+import torch
+
+__all__ = [
+    "MappingType",
+    "ZeroPointDomain",
+    "choose_qparams_affine",
+    "quantize_affine",
+    "dequantize_affine",
+    "fake_quantize_affine",
+    "qparams_shape",
+    "quant_range",
+    "storage_dtype",
+]
+
+
+class MappingType(Enum):
+    """How the float range maps onto the integer range.
+
+    SYMMETRIC: scale from max(|min|, |max|) spread over the whole integer range, zero point at its middle.
+    SYMMETRIC_NO_CLIPPING_ERR: scale = max(min / quant_min, max / quant_max), so neither end clips.
+    ASYMMETRIC: scale from (max - min), zero point chosen so that min maps to quant_min.
+    """
+
+    SYMMETRIC = auto()
+    SYMMETRIC_NO_CLIPPING_ERR = auto()
+    ASYMMETRIC = auto()
+
+
+class ZeroPointDomain(Enum):
+    """Where the zero point lives: INT (added before rounding), FLOAT (a float offset), NONE (absent)."""
+
+    INT = auto()
+    FLOAT = auto()
+    NONE = auto()
+
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+# Integer target dtypes: dtype -> (storage dtype, default quant_min, default quant_max).
+# Sub-byte dtypes (torch.uint4, torch.int3, ...) are held unpacked in one byte each.
+_INT_TARGETS = {
+    torch.int8: (torch.int8, -128, 127),
+    torch.uint8: (torch.uint8, 0, 255),
+    torch.int16: (torch.int16, -(2**15), 2**15 - 1),
+    torch.int32: (torch.int32, -(2**31), 2**31 - 1),
+}
+for _bits in range(1, 8):
+    _INT_TARGETS[getattr(torch, f"uint{_bits}")] = (torch.uint8, 0, 2**_bits - 1)
+    _INT_TARGETS[getattr(torch, f"int{_bits}")] = (torch.int8, -(2 ** (_bits - 1)), 2 ** (_bits - 1) - 1)
+
+
+def storage_dtype(target_dtype: torch.dtype) -> torch.dtype:
+    """The dtype that holds values of ``target_dtype`` (torch.uint4 -> torch.uint8, int8 -> int8)."""
+    _check_target_dtype(target_dtype)
+    return _INT_TARGETS[target_dtype][0]
+
+
+def _check_target_dtype(target_dtype: torch.dtype) -> None:
+    if target_dtype not in _INT_TARGETS:
+        known = ", ".join(str(d) for d in _INT_TARGETS)
+        raise ValueError(f"unsupported quantized dtype {target_dtype}; supported: {known}")
+
+
+def quant_range(
+    target_dtype: torch.dtype, quant_min: Optional[int] = None, quant_max: Optional[int] = None
+) -> Tuple[int, int]:
+    """(quant_min, quant_max) with defaults from ``target_dtype``; raises if outside its storage range."""
+    _check_target_dtype(target_dtype)
+    storage, lo, hi = _INT_TARGETS[target_dtype]
+    qmin = lo if quant_min is None else int(quant_min)
+    qmax = hi if quant_max is None else int(quant_max)
+    info = torch.iinfo(storage)
+    if qmin < info.min or qmax > info.max:
+        raise ValueError(
+            f"quant range [{qmin}, {qmax}] does not fit the storage dtype {storage} "
+            f"of {target_dtype} (range [{info.min}, {info.max}])"
+        )
+    if qmin >= qmax:
+        raise ValueError(f"quant_min ({qmin}) must be smaller than quant_max ({qmax})")
+    return qmin, qmax
+
+
+def _reduction_shapes(block_size: Sequence[int], shape: Sequence[int]):
+    """Split ``shape`` into (blocks, within-block) dims.
+
+    Returns (view_shape, reduce_dims, qparams_view_shape, qparams_shape): the input viewed as
+    ``view_shape`` has its blocks along ``reduce_dims``; qparams broadcast against it when viewed as
+    ``qparams_view_shape``; ``qparams_shape`` is the public (squeezed) shape of scale / zero_point.
+    """
+    if len(block_size) != len(shape):
+        raise ValueError(
+            f"block_size {tuple(block_size)} has {len(block_size)} dims but the input has shape "
+            f"{tuple(shape)} ({len(shape)} dims); give one block extent per input dim"
+        )
+    view_shape, reduce_dims, qp_view, qp_shape = [], [], [], []
+    for dim, (b, n) in enumerate(zip(block_size, shape)):
+        b, n = int(b), int(n)
+        if b < 1 or b > n or n % b != 0:
+            raise ValueError(
+                f"block_size {tuple(block_size)} does not tile input shape {tuple(shape)}: dim {dim} "
+                f"has size {n}, which is not divisible into blocks of {b}"
+            )
+        if b == 1:
+            view_shape.append(n)
+            qp_view.append(n)
+            qp_shape.append(n)
+        elif b == n:
+            reduce_dims.append(len(view_shape))
+            view_shape.append(n)
+            qp_view.append(1)
+        else:
+            view_shape += [n // b, b]
+            reduce_dims.append(len(view_shape) - 1)
+            qp_view += [n // b, 1]
+            qp_shape.append(n // b)
+    return view_shape, reduce_dims, qp_view, qp_shape
+
+
+def qparams_shape(block_size: Sequence[int], shape: Sequence[int]) -> Tuple[int, ...]:
+    """The shape of the scale / zero point that ``choose_qparams_affine`` returns for this input shape."""
+    return tuple(_reduction_shapes(block_size, shape)[3])
+
+
+def _as_qparam_view(t: torch.Tensor, name: str, qp_view: Sequence[int]) -> torch.Tensor:
+    want = math.prod(qp_view)
+    if t.numel() != want:
+        raise ValueError(
+            f"{name} has {t.numel()} elements (shape {tuple(t.shape)}) but the block_size gives "
+            f"{want} blocks; expected a {name} of shape {tuple(d for d in qp_view if d != 1) or ()}"
+        )
+    return t.reshape(qp_view)
+
+
+def _compute_dtype(*tensors: Optional[torch.Tensor]) -> torch.dtype:
+    """float64 if any float input is float64, else float32 (never compute quantization in 16 bits)."""
+    return torch.float64 if any(t is not None and t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def _check_float_input(input: torch.Tensor, fn: str) -> None:
+    if input.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{fn} expects a floating point input (float32/float16/bfloat16/float64), got {input.dtype}")
+
+
+def _mid_point(qmin: int, qmax: int) -> float:
+    return (qmax + qmin + 1) / 2
+
+
+# ----------------------------------------------------------------------------------------------
+# implementations (string-typed enums so that they can sit behind a torch.library schema)
+# ----------------------------------------------------------------------------------------------
+
+
+def _choose_qparams_impl(
+    input: torch.Tensor,
+    mapping_type: str,
+    block_size: Sequence[int],
+    target_dtype: torch.dtype,
+    quant_min: Optional[int] = None,
+    quant_max: Optional[int] = None,
+    eps: Optional[float] = None,
+    scale_dtype: Optional[torch.dtype] = None,
+    zero_point_dtype: Optional[torch.dtype] = None,
+    preserve_zero: bool = True,
+    zero_point_domain: str = "INT",
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    _check_float_input(input, "choose_qparams_affine")
+    qmin, qmax = quant_range(target_dtype, quant_min, quant_max)
+    scale_dtype = input.dtype if scale_dtype is None else scale_dtype
+    zero_point_dtype = input.dtype if zero_point_dtype is None else zero_point_dtype
+    eps = torch.finfo(input.dtype).eps if eps is None else eps
+
+    view_shape, reduce_dims, _, qp_shape = _reduction_shapes(block_size, input.shape)
+    x = input.reshape(view_shape).to(_compute_dtype(input))
+    min_val = torch.amin(x, dim=reduce_dims).reshape(qp_shape)
+    max_val = torch.amax(x, dim=reduce_dims).reshape(qp_shape)
+    if preserve_zero:
+        min_val = torch.clamp(min_val, max=0.0)
+        max_val = torch.clamp(max_val, min=0.0)
+
+    if mapping_type in ("SYMMETRIC", "SYMMETRIC_NO_CLIPPING_ERR"):
+        if not preserve_zero:
+            raise ValueError(f"{mapping_type} mapping always preserves zero; preserve_zero=False needs ASYMMETRIC")
+        if zero_point_domain == "FLOAT":
+            raise ValueError(f"{mapping_type} mapping has an integer (or no) zero point, not ZeroPointDomain.FLOAT")
+        if mapping_type == "SYMMETRIC":
+            scale = torch.maximum(-min_val, max_val) / ((qmax - qmin) / 2)
+        else:
+            if qmin >= 0:
+                raise ValueError(
+                    f"SYMMETRIC_NO_CLIPPING_ERR needs a signed quant range, got [{qmin}, {qmax}]"
+                )
+            scale = torch.maximum(min_val / qmin, max_val / qmax)
+        scale = torch.clamp(scale, min=eps).to(scale_dtype)
+        zero_point = torch.full_like(scale, int((qmax + qmin + 1) / 2), dtype=zero_point_dtype)
+    elif mapping_type == "ASYMMETRIC":
+        if zero_point_domain == "NONE":
+            raise ValueError("ASYMMETRIC mapping needs a zero point; use ZeroPointDomain.INT or FLOAT")
+        if zero_point_domain == "INT" and not preserve_zero:
+            raise ValueError("preserve_zero=False needs ZeroPointDomain.FLOAT (an integer zero point preserves zero)")
+        scale = torch.clamp((max_val - min_val) / (qmax - qmin), min=eps).to(scale_dtype)
+        exact_scale = scale.to(min_val.dtype)
+        if zero_point_domain == "INT":
+            zero_point = torch.clamp(qmin - torch.round(min_val / exact_scale), qmin, qmax)
+        else:
+            zero_point = min_val + exact_scale * _mid_point(qmin, qmax)
+        zero_point = zero_point.to(zero_point_dtype)
+    else:
+        raise ValueError(f"unknown mapping_type {mapping_type}; expected one of {[m.name for m in MappingType]}")
+
+    if zero_point_domain == "NONE":
+        zero_point = torch.zeros((0,), dtype=zero_point_dtype, device=input.device)
+    return scale, zero_point
+
+
+def _quantize_impl(
+    input: torch.Tensor,
+    block_size: Sequence[int],
+    scale: torch.Tensor,
+    zero_point: Optional[torch.Tensor],
+    output_dtype: torch.dtype,
+    quant_min: Optional[int] = None,
+    quant_max: Optional[int] = None,
+    zero_point_domain: str = "INT",
+) -> torch.Tensor:
+    _check_float_input(input, "quantize_affine")
+    qmin, qmax = quant_range(output_dtype, quant_min, quant_max)
+    view_shape, _, qp_view, _ = _reduction_shapes(block_size, input.shape)
+    cdtype = _compute_dtype(input, scale)
+    x = input.reshape(view_shape).to(cdtype)
+    s = _as_qparam_view(scale, "scale", qp_view).to(cdtype)
+    if zero_point_domain == "FLOAT":
+        zp = _as_qparam_view(_require_zero_point(zero_point), "zero_point", qp_view).to(cdtype)
+        q = torch.round((x - (zp - s * _mid_point(qmin, qmax))) / s)
+    else:
+        q = torch.round(x * (1.0 / s))
+        if zero_point_domain == "INT":
+            q = q + _as_qparam_view(_require_zero_point(zero_point), "zero_point", qp_view).to(cdtype)
+    q = torch.clamp(q, qmin, qmax)
+    return q.to(storage_dtype(output_dtype)).reshape(input.shape)
+
+
+def _dequantize_impl(
+    input: torch.Tensor,
+    block_size: Sequence[int],
+    scale: torch.Tensor,
+    zero_point: Optional[torch.Tensor],
+    input_dtype: torch.dtype,
+    quant_min: Optional[int] = None,
+    quant_max: Optional[int] = None,
+    zero_point_domain: str = "INT",
+    output_dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    qmin, qmax = quant_range(input_dtype, quant_min, quant_max)
+    if input.dtype != storage_dtype(input_dtype):
+        raise TypeError(
+            f"dequantize_affine: input has dtype {input.dtype} but input_dtype {input_dtype} "
+            f"is stored as {storage_dtype(input_dtype)}"
+        )
+    if output_dtype not in FLOAT_DTYPES:
+        raise TypeError(f"dequantize_affine: output_dtype must be a float dtype, got {output_dtype}")
+    view_shape, _, qp_view, _ = _reduction_shapes(block_size, input.shape)
+    cdtype = _compute_dtype(scale)
+    q = input.reshape(view_shape).to(torch.int32)
+    s = _as_qparam_view(scale, "scale", qp_view)
+    if zero_point_domain == "FLOAT":
+        zp = _as_qparam_view(_require_zero_point(zero_point), "zero_point", qp_view).to(cdtype)
+        x = (q.to(cdtype) - _mid_point(qmin, qmax)) * s.to(cdtype) + zp
+    else:
+        if zero_point_domain == "INT":
+            q = q - _as_qparam_view(_require_zero_point(zero_point), "zero_point", qp_view).to(torch.int32)
+        x = q.to(cdtype) * s.to(cdtype)
+    return x.to(output_dtype).reshape(input.shape)
+
+
+def _require_zero_point(zero_point: Optional[torch.Tensor]) -> torch.Tensor:
+    if zero_point is None or zero_point.numel() == 0:
+        raise ValueError("zero_point is required for ZeroPointDomain.INT / FLOAT; pass ZeroPointDomain.NONE to omit it")
+    return zero_point
+
+
+# ----------------------------------------------------------------------------------------------
+# torch.library registration: quant::choose_qparams_affine, quant::quantize_affine, quant::dequantize_affine
+# ----------------------------------------------------------------------------------------------
+
+_lib = torch.library.Library("quant", "DEF")
+_lib.define(
+    "choose_qparams_affine(Tensor input, str mapping_type, SymInt[] block_size, ScalarType target_dtype, "
+    "int? quant_min=None, int? quant_max=None, float? eps=None, ScalarType? scale_dtype=None, "
+    "ScalarType? zero_point_dtype=None, bool preserve_zero=True, str zero_point_domain='INT') -> (Tensor, Tensor)"
+)
+_lib.define(
+    "quantize_affine(Tensor input, SymInt[] block_size, Tensor scale, Tensor? zero_point, ScalarType output_dtype, "
+    "int? quant_min=None, int? quant_max=None, str zero_point_domain='INT') -> Tensor"
+)
+_lib.define(
+    "dequantize_affine(Tensor input, SymInt[] block_size, Tensor scale, Tensor? zero_point, ScalarType input_dtype, "
+    "int? quant_min=None, int? quant_max=None, str zero_point_domain='INT', *, "
+    "ScalarType output_dtype=float) -> Tensor"
+)
+_lib.impl("choose_qparams_affine", _choose_qparams_impl, "CompositeImplicitAutograd")
+_lib.impl("quantize_affine", _quantize_impl, "CompositeImplicitAutograd")
+_lib.impl("dequantize_affine", _dequantize_impl, "CompositeImplicitAutograd")
+
+
+def _enum_name(value, enum_cls) -> str:
+    if isinstance(value, enum_cls):
+        return value.name
+    if isinstance(value, str) and value in enum_cls.__members__:
+        return value
+    raise ValueError(f"expected a {enum_cls.__name__}, got {value!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# public API
+# ----------------------------------------------------------------------------------------------
+
+
+def choose_qparams_affine(
+    input: torch.Tensor,
+    mapping_type: MappingType,
+    block_size: Sequence[int],
+    target_dtype: torch.dtype,
+    quant_min: Optional[int] = None,
+    quant_max: Optional[int] = None,
+    eps: Optional[float] = None,
+    scale_dtype: Optional[torch.dtype] = None,
+    zero_point_dtype: Optional[torch.dtype] = None,
+    preserve_zero: bool = True,
+    zero_point_domain: ZeroPointDomain = ZeroPointDomain.INT,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Scale and zero point for each block of ``input``.
+
+    Args:
+        input: float tensor (float32 / float16 / bfloat16 / float64), any rank.
+        mapping_type: a ``MappingType``.
+        block_size: one extent per input dim; each must divide that dim (see the module docstring).
+        target_dtype: the quantized dtype (torch.int8, torch.uint8, torch.uint4, torch.int3, ...).
+        quant_min, quant_max: the integer range (default: the full range of ``target_dtype``), so
+            ``torch.uint8`` with ``quant_max=15`` is 4-bit.
+        eps: smallest scale (default ``torch.finfo(input.dtype).eps``).
+        scale_dtype, zero_point_dtype: default ``input.dtype``.
+        preserve_zero: whether 0.0 is exactly representable (False needs ZeroPointDomain.FLOAT).
+        zero_point_domain: a ``ZeroPointDomain``.
+
+    Returns:
+        (scale, zero_point), each of shape ``qparams_shape(block_size, input.shape)``;
+        zero_point is None for ``ZeroPointDomain.NONE``.
+    """
+    domain = _enum_name(zero_point_domain, ZeroPointDomain)
+    scale, zero_point = torch.ops.quant.choose_qparams_affine(
+        input,
+        _enum_name(mapping_type, MappingType),
+        [int(b) for b in block_size],
+        target_dtype,
+        quant_min,
+        quant_max,
+        eps,
+        scale_dtype,
+        zero_point_dtype,
+        preserve_zero,
+        domain,
+    )
+    return scale, (None if domain == "NONE" else zero_point)
+
+
+def quantize_affine(
+    input: torch.Tensor,
+    block_size: Sequence[int],
+    scale: torch.Tensor,
+    zero_point: Optional[torch.Tensor],
+    output_dtype: torch.dtype,
+    quant_min: Optional[int] = None,
+    quant_max: Optional[int] = None,
+    zero_point_domain: ZeroPointDomain = ZeroPointDomain.INT,
+) -> torch.Tensor:
+    """Quantize ``input`` (float, any shape) to integers of ``output_dtype`` (held in its storage dtype).
+
+    ``scale`` / ``zero_point`` have one element per block (any shape with that many elements).
+    Arithmetic runs in float32 (float64 if input or scale is float64). Returns a tensor of
+    ``input.shape`` and dtype ``storage_dtype(output_dtype)``.
+    """
+    return torch.ops.quant.quantize_affine(
+        input,
+        [int(b) for b in block_size],
+        scale,
+        zero_point,
+        output_dtype,
+        quant_min,
+        quant_max,
+        _enum_name(zero_point_domain, ZeroPointDomain),
+    )
+
+
+def dequantize_affine(
+    input: torch.Tensor,
+    block_size: Sequence[int],
+    scale: torch.Tensor,
+    zero_point: Optional[torch.Tensor],
+    input_dtype: torch.dtype,
+    quant_min: Optional[int] = None,
+    quant_max: Optional[int] = None,
+    zero_point_domain: ZeroPointDomain = ZeroPointDomain.INT,
+    *,
+    output_dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Map integers back to floats: ``(q - zero_point) * scale`` (or the FLOAT-domain form).
+
+    ``input`` holds values of ``input_dtype`` in its storage dtype; the result has ``input.shape``
+    and ``output_dtype``.
+    """
+    return torch.ops.quant.dequantize_affine(
+        input,
+        [int(b) for b in block_size],
+        scale,
+        zero_point,
+        input_dtype,
+        quant_min,
+        quant_max,
+        _enum_name(zero_point_domain, ZeroPointDomain),
+        output_dtype=output_dtype,
+    )
+
+
+def fake_quantize_affine(
+    input: torch.Tensor,
+    block_size: Sequence[int],
+    scale: torch.Tensor,
+    zero_point: Optional[torch.Tensor],
+    quant_dtype: torch.dtype,
+    quant_min: Optional[int] = None,
+    quant_max: Optional[int] = None,
+    zero_point_domain: ZeroPointDomain = ZeroPointDomain.INT,
+) -> torch.Tensor:
+    """quantize_affine followed by dequantize_affine, returned in ``input.dtype``."""
+    q = quantize_affine(input, block_size, scale, zero_point, quant_dtype, quant_min, quant_max, zero_point_domain)
+    return dequantize_affine(
+        q, block_size, scale, zero_point, quant_dtype, quant_min, quant_max, zero_point_domain,
+        output_dtype=input.dtype,
+    )

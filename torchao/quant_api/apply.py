@@ -1,0 +1,103 @@
+"""quantize_ / quantize: swap the weights of selected modules for quantized tensors, all or nothing."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from torchao.quant_api.configs import UnsupportedWeight
+
+__all__ = ["quantize_", "quantize", "default_filter_fn"]
+
+ApplyFn = Callable[[torch.Tensor], torch.Tensor]
+FilterFn = Callable[[nn.Module, str], bool]
+
+
+def default_filter_fn(module: nn.Module, fqn: str) -> bool:
+    """Every nn.Linear."""
+    return isinstance(module, nn.Linear)
+
+
+def _targets(model: nn.Module, filter_fn: FilterFn) -> List[Tuple[str, nn.Module]]:
+    return [
+        (fqn, m) for fqn, m in model.named_modules()
+        if isinstance(getattr(m, "weight", None), torch.Tensor) and filter_fn(m, fqn)
+    ]
+
+
+def _warn_skipped(skipped: Dict[str, str]) -> None:
+    lines = "\n".join(f"  {fqn}: {reason}" for fqn, reason in skipped.items())
+    warnings.warn(f"quantize_ left {len(skipped)} layer(s) in float:\n{lines}", stacklevel=3)
+
+
+def quantize_(
+    model: nn.Module,
+    apply_fn_or_config: ApplyFn,
+    filter_fn: Optional[FilterFn] = None,
+    *,
+    strict: bool = False,
+) -> None:
+    """Quantize the weights of ``model`` in place.
+
+    Args:
+        model: any nn.Module.
+        apply_fn_or_config: a config (e.g. ``int4_weight_only(group_size=128)``) or any function that maps
+            a float weight to a quantized tensor of the same shape.
+        filter_fn: ``filter_fn(module, fully_qualified_name) -> bool`` selects modules (default: nn.Linear).
+        strict: raise, before changing anything, if a selected layer cannot be served (otherwise it stays
+            in float and is listed in a warning).
+
+    All new weights are computed before any is swapped in, so an error leaves the model as it was.
+    Weights shared between modules (tied) are quantized once and stay shared.
+    """
+    filter_fn = filter_fn or default_filter_fn
+    targets = _targets(model, filter_fn)
+    precheck = getattr(apply_fn_or_config, "unsupported_reason", None)
+    skipped = {fqn: reason for fqn, m in targets if precheck and (reason := precheck(m.weight))}
+    if strict and skipped:
+        raise UnsupportedWeight(
+            "quantize_(strict=True): cannot serve " + "; ".join(f"{fqn}: {r}" for fqn, r in skipped.items())
+        )
+
+    new_weights: Dict[str, nn.Parameter] = {}
+    by_identity: Dict[int, nn.Parameter] = {}
+    with torch.no_grad():
+        for fqn, module in targets:
+            if fqn in skipped:
+                continue
+            weight = module.weight
+            if id(weight) not in by_identity:
+                try:
+                    quantized = apply_fn_or_config(weight)
+                except UnsupportedWeight as e:
+                    if strict:
+                        raise
+                    skipped[fqn] = str(e)
+                    continue
+                _check_result(fqn, weight, quantized)
+                by_identity[id(weight)] = nn.Parameter(quantized, requires_grad=False)
+            new_weights[fqn] = by_identity[id(weight)]
+
+    modules = dict(model.named_modules())
+    for fqn, param in new_weights.items():
+        modules[fqn].weight = param
+    if skipped:
+        _warn_skipped(skipped)
+
+
+def _check_result(fqn: str, weight: torch.Tensor, quantized) -> None:
+    if not isinstance(quantized, torch.Tensor):
+        raise TypeError(f"the apply function returned {type(quantized).__name__} for {fqn}.weight, not a tensor")
+    if tuple(quantized.shape) != tuple(weight.shape):
+        raise ValueError(
+            f"the apply function changed the shape of {fqn}.weight from {tuple(weight.shape)} to {tuple(quantized.shape)}"
+        )
+
+
+def quantize(model: nn.Module, apply_fn: ApplyFn, filter_fn: Optional[FilterFn] = None, **kwargs) -> nn.Module:
+    """``quantize_`` that returns the model (the seed README's form)."""
+    quantize_(model, apply_fn, filter_fn, **kwargs)
+    return model

@@ -1,0 +1,175 @@
+"""Weight quantization configs: callables that map a float weight to an AffineQuantizedTensor.
+
+Each config is an apply function (``config(weight) -> AffineQuantizedTensor``) that can also say in
+advance why it cannot serve a weight (``config.unsupported_reason(weight)``), so that ``quantize_``
+can skip or refuse a layer before touching the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from torchao.qtensor import AffineQuantizedTensor, MappingType, ZeroPointDomain, get_layout
+from torchao.qtensor.layouts import QuantSpec
+
+__all__ = [
+    "UnsupportedWeight",
+    "WeightConfig",
+    "Int8WeightOnlyConfig",
+    "Int4WeightOnlyConfig",
+    "Int8DynamicActivationInt8WeightConfig",
+    "Int8DynamicActivationInt4WeightConfig",
+    "int8_weight_only",
+    "int4_weight_only",
+    "int8_dynamic_activation_int8_weight",
+    "int8_dynamic_activation_int4_weight",
+    "get_apply_int8wo_quant",
+    "get_apply_int4wo_quant",
+    "get_apply_int8dyn_quant",
+]
+
+_FP32_EPS = torch.finfo(torch.float32).eps
+
+
+class UnsupportedWeight(ValueError):
+    """A config cannot serve this weight (shape, dtype); the layer stays in float."""
+
+
+class WeightConfig:
+    """Base of the configs: ``__call__(weight)`` quantizes, ``unsupported_reason(weight)`` pre-checks."""
+
+    def unsupported_reason(self, weight: torch.Tensor) -> Optional[str]:
+        if isinstance(weight, AffineQuantizedTensor):
+            return "already quantized"
+        if weight.dim() != 2:
+            return f"needs a 2-D weight, got shape {tuple(weight.shape)}"
+        if not weight.is_floating_point():
+            return f"needs a float weight, got {weight.dtype}"
+        return None
+
+    def quantize(self, weight: torch.Tensor) -> AffineQuantizedTensor:
+        raise NotImplementedError
+
+    def __call__(self, weight: torch.Tensor) -> AffineQuantizedTensor:
+        reason = self.unsupported_reason(weight)
+        if reason:
+            raise UnsupportedWeight(f"{self!r} cannot quantize a weight of shape {tuple(weight.shape)}: {reason}")
+        return self.quantize(weight.detach())
+
+
+def _group_reason(weight: torch.Tensor, group_size: int) -> Optional[str]:
+    k = weight.shape[-1]
+    if group_size <= 0:
+        return f"group_size must be positive, got {group_size}"
+    if k % group_size:
+        return f"in_features {k} is not divisible by group_size {group_size}"
+    return None
+
+
+def _auto_int4_layout(weight: torch.Tensor, spec: QuantSpec, fallback: str) -> str:
+    """The fastest int4 layout that can hold ``spec`` on the weight's device."""
+    preferred = {"cpu": "int4_cpu"}.get(weight.device.type, "int4_packed")
+    return preferred if get_layout(preferred).unsupported_reason(spec, weight.device) is None else fallback
+
+
+def _int4_spec(weight, group_size, target_dtype, qmin, qmax, domain) -> QuantSpec:
+    """The spec a 4-bit weight will have, to ask layouts whether they can hold it."""
+    return QuantSpec(tuple(weight.shape), weight.dtype, (1, group_size), target_dtype, qmin, qmax, domain, "int4_packed")
+
+
+@dataclass(frozen=True)
+class Int8WeightOnlyConfig(WeightConfig):
+    """int8 weights, symmetric per output channel; activations stay float (A16W8)."""
+
+    def quantize(self, weight):
+        return AffineQuantizedTensor.from_float(
+            weight, MappingType.SYMMETRIC, (1, weight.shape[1]), torch.int8, eps=_FP32_EPS,
+            scale_dtype=weight.dtype, zero_point_domain=ZeroPointDomain.NONE,
+        )
+
+
+@dataclass(frozen=True)
+class Int4WeightOnlyConfig(WeightConfig):
+    """4-bit weights, asymmetric per group of ``group_size`` input features (A16W4).
+
+    Values 0..15 with a float zero point (x = (q - 8) * scale + zero_point), the form of the int4
+    kernels. layout: None picks the fastest layout for the weight's device ("int4_cpu" on CPU when
+    out_features % 16 == 0, else "int4_packed"); or name one.
+    """
+
+    group_size: int = 128
+    layout: Optional[str] = None
+
+    def unsupported_reason(self, weight):
+        return super().unsupported_reason(weight) or _group_reason(weight, self.group_size)
+
+    def quantize(self, weight):
+        spec = _int4_spec(weight, self.group_size, torch.uint4, 0, 15, ZeroPointDomain.FLOAT)
+        return AffineQuantizedTensor.from_float(
+            weight, MappingType.ASYMMETRIC, (1, self.group_size), torch.uint4, eps=1e-6,
+            scale_dtype=weight.dtype, zero_point_dtype=weight.dtype, preserve_zero=False,
+            zero_point_domain=ZeroPointDomain.FLOAT,
+            layout=self.layout or _auto_int4_layout(weight, spec, "int4_packed"),
+        )
+
+
+@dataclass(frozen=True)
+class Int8DynamicActivationInt8WeightConfig(WeightConfig):
+    """int8 weights (symmetric per channel) and int8 activations quantized per token at run time (A8W8)."""
+
+    def quantize(self, weight):
+        return AffineQuantizedTensor.from_float(
+            weight, MappingType.SYMMETRIC, (1, weight.shape[1]), torch.int8, eps=_FP32_EPS,
+            scale_dtype=weight.dtype, zero_point_domain=ZeroPointDomain.NONE, act_quant="int8_per_token_sym",
+        )
+
+
+@dataclass(frozen=True)
+class Int8DynamicActivationInt4WeightConfig(WeightConfig):
+    """int4 weights (symmetric per group, range [-8, 7]) and int8 per-token asymmetric activations
+    (8da4w, the ExecuTorch scheme); on CPU the activation is fake-quantized into the int4 kernel."""
+
+    group_size: int = 32
+
+    def unsupported_reason(self, weight):
+        return super().unsupported_reason(weight) or _group_reason(weight, self.group_size)
+
+    def quantize(self, weight):
+        spec = _int4_spec(weight, self.group_size, torch.int4, -8, 7, ZeroPointDomain.NONE)
+        return AffineQuantizedTensor.from_float(
+            weight, MappingType.SYMMETRIC, (1, self.group_size), torch.int4, eps=_FP32_EPS,
+            scale_dtype=weight.dtype, zero_point_domain=ZeroPointDomain.NONE, act_quant="int8_per_token_asym",
+            layout=_auto_int4_layout(weight, spec, "plain"),
+        )
+
+
+def int8_weight_only() -> Int8WeightOnlyConfig:
+    return Int8WeightOnlyConfig()
+
+
+def int4_weight_only(group_size: int = 128, layout: Optional[str] = None) -> Int4WeightOnlyConfig:
+    return Int4WeightOnlyConfig(group_size, layout)
+
+
+def int8_dynamic_activation_int8_weight() -> Int8DynamicActivationInt8WeightConfig:
+    return Int8DynamicActivationInt8WeightConfig()
+
+
+def int8_dynamic_activation_int4_weight(group_size: int = 32) -> Int8DynamicActivationInt4WeightConfig:
+    return Int8DynamicActivationInt4WeightConfig(group_size)
+
+
+# the seed README's names
+def get_apply_int8wo_quant() -> Int8WeightOnlyConfig:
+    return int8_weight_only()
+
+
+def get_apply_int4wo_quant(groupsize: int = 32) -> Int4WeightOnlyConfig:
+    return int4_weight_only(group_size=groupsize)
+
+
+def get_apply_int8dyn_quant() -> Int8DynamicActivationInt8WeightConfig:
+    return int8_dynamic_activation_int8_weight()

@@ -1,0 +1,21 @@
+"""Seed import path: the public quantization API (re-exports of torchao.quant_api and torchao.qtensor)."""
+
+from torchao.qtensor.primitives import (
+    MappingType,
+    ZeroPointDomain,
+    choose_qparams_affine,
+    dequantize_affine,
+    quantize_affine,
+)
+from torchao.quant_api import *  # noqa: F401,F403
+from torchao.quant_api import __all__ as _quant_api_all
+from torchao.qtensor.unwrap import unwrap_tensor_subclass
+
+__all__ = list(_quant_api_all) + [
+    "MappingType",
+    "ZeroPointDomain",
+    "choose_qparams_affine",
+    "quantize_affine",
+    "dequantize_affine",
+    "unwrap_tensor_subclass",
+]
