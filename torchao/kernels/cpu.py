@@ -1,8 +1,9 @@
 """CPU matmul kernels for quantized weights: thin wrappers of PyTorch's own aten CPU kernels.
 
-The wrappers pick a kernel and a compute dtype by batch size M, and are registered as
-``torchao::*`` ops (CompositeImplicitAutograd, so export shows them by name and Inductor sees the
-aten ops inside). None of this imports the tensor subclass.
+The wrappers pick a kernel and a compute dtype by batch size M, and are registered as opaque
+``torchao::*`` custom ops: export and AOTInductor show them by name, Inductor calls them as they
+are (its own lowering of aten._weight_int8pack_mm fails on unrealized inputs in torch 2.13), and the
+choice by M happens at run time on concrete shapes. None of this imports the tensor subclass.
 
 Compute dtype: the aten weight-only kernels are fast with bf16 activations and slow with fp32 ones
 (measured ~7x apart at M=1 on AVX-512), so fp32 activations are rounded to bf16, multiplied with
@@ -15,7 +16,6 @@ import math
 from typing import Optional
 
 import torch
-from torch.fx.experimental.symbolic_shapes import is_concrete_int
 
 __all__ = [
     "INT4_CPU_GROUP_SIZES",
@@ -25,6 +25,7 @@ __all__ = [
     "int8_weight_only_mm",
     "int4_weight_only_mm",
     "int8_dynamic_mm",
+    "int4_cpu_dequantize",
     "weight_only_compute_dtype",
 ]
 
@@ -77,10 +78,6 @@ def _nibbles_in_order(packed: torch.Tensor) -> torch.Tensor:
     return torch.stack([flat & 0xF, flat >> 4], dim=-1).reshape(-1)
 
 
-def _small_rows(m) -> bool:
-    return is_concrete_int(m) and int(m) < _INT_MM_MIN_ROWS
-
-
 def _int8_weight_only_mm(x: torch.Tensor, w_int8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     cdtype = weight_only_compute_dtype(x.dtype)
     out = torch.ops.aten._weight_int8pack_mm(x.to(cdtype), w_int8, scale.to(cdtype))
@@ -99,7 +96,7 @@ def _int8_dynamic_mm(
     x_int8: torch.Tensor, x_scale: torch.Tensor, w_int8: torch.Tensor, w_scale: torch.Tensor, out_dtype: torch.dtype
 ) -> torch.Tensor:
     m = x_int8.shape[0]
-    if out_dtype != torch.float32 and m != 1 and _small_rows(m):
+    if out_dtype != torch.float32 and 1 < m < _INT_MM_MIN_ROWS:
         # |q| <= 128 is exact in bf16 and the kernel accumulates in fp32: int8 x int8 products, bf16 result
         acc = torch.ops.aten._weight_int8pack_mm(x_int8.to(torch.bfloat16), w_int8, w_scale.to(torch.bfloat16))
         return (acc.to(torch.float32) * x_scale.reshape(-1, 1).to(torch.float32)).to(out_dtype)
@@ -107,15 +104,77 @@ def _int8_dynamic_mm(
     return (acc.to(torch.float32) * x_scale.reshape(-1, 1).to(torch.float32) * w_scale.to(torch.float32)).to(out_dtype)
 
 
-_lib = torch.library.Library("torchao", "FRAGMENT")
-_lib.define("int8_weight_only_mm_cpu(Tensor x, Tensor w_int8, Tensor scale) -> Tensor")
-_lib.define("int4_weight_only_mm_cpu(Tensor x, Tensor packed, int group_size, Tensor scales_and_zeros) -> Tensor")
-_lib.define(
-    "int8_dynamic_mm_cpu(Tensor x_int8, Tensor x_scale, Tensor w_int8, Tensor w_scale, ScalarType out_dtype) -> Tensor"
-)
-_lib.impl("int8_weight_only_mm_cpu", _int8_weight_only_mm, "CompositeImplicitAutograd")
-_lib.impl("int4_weight_only_mm_cpu", _int4_weight_only_mm, "CompositeImplicitAutograd")
-_lib.impl("int8_dynamic_mm_cpu", _int8_dynamic_mm, "CompositeImplicitAutograd")
+@torch.library.custom_op("torchao::int8_weight_only_mm_cpu", mutates_args=())
+def _int8_weight_only_op(x: torch.Tensor, w_int8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return _int8_weight_only_mm(x, w_int8, scale)
+
+
+@_int8_weight_only_op.register_fake
+def _(x, w_int8, scale):
+    return x.new_empty(x.shape[0], w_int8.shape[0])
+
+
+@torch.library.custom_op("torchao::int4_weight_only_mm_cpu", mutates_args=())
+def _int4_weight_only_op(
+    x: torch.Tensor, packed: torch.Tensor, group_size: int, scales_and_zeros: torch.Tensor
+) -> torch.Tensor:
+    return _int4_weight_only_mm(x, packed, group_size, scales_and_zeros)
+
+
+@_int4_weight_only_op.register_fake
+def _(x, packed, group_size, scales_and_zeros):
+    return x.new_empty(x.shape[0], packed.shape[0])
+
+
+@torch.library.custom_op("torchao::int8_dynamic_mm_cpu", mutates_args=())
+def _int8_dynamic_op(
+    x_int8: torch.Tensor, x_scale: torch.Tensor, w_int8: torch.Tensor, w_scale: torch.Tensor, out_dtype: torch.dtype
+) -> torch.Tensor:
+    return _int8_dynamic_mm(x_int8, x_scale, w_int8, w_scale, out_dtype)
+
+
+@_int8_dynamic_op.register_fake
+def _(x_int8, x_scale, w_int8, w_scale, out_dtype):
+    return x_int8.new_empty(x_int8.shape[0], w_int8.shape[0], dtype=out_dtype)
+
+
+@torch.library.custom_op("torchao::int4_cpu_dequantize", mutates_args=())
+def int4_cpu_dequantize(packed: torch.Tensor, group_size: int, scales_and_zeros: torch.Tensor, k: int) -> torch.Tensor:
+    """The (N, K) float weight (scales_and_zeros.dtype) that ``int4_weight_only_mm`` multiplies with."""
+    n = packed.shape[0]
+    q = int4_cpu_unpack(packed, n, k).to(torch.float32).reshape(n, k // group_size, group_size)
+    s, z = scales_and_zeros.to(torch.float32).unbind(-1)  # (K // group_size, N) each
+    w = (q - 8) * s.t().unsqueeze(-1) + z.t().unsqueeze(-1)
+    return w.reshape(n, k).to(scales_and_zeros.dtype)
+
+
+@int4_cpu_dequantize.register_fake
+def _(packed, group_size, scales_and_zeros, k):
+    return scales_and_zeros.new_empty(packed.shape[0], k)
+
+
+# Gradients with respect to the activation (the weight is frozen): grad_x = grad_out @ W.
+def _int8_weight_only_backward(ctx, grad):
+    w = ctx.w_int8.to(torch.float32) * ctx.scale.to(torch.float32).reshape(-1, 1)
+    return (grad.to(torch.float32) @ w).to(grad.dtype), None, None
+
+
+def _int8_weight_only_setup(ctx, inputs, output):
+    _, ctx.w_int8, ctx.scale = inputs
+
+
+def _int4_weight_only_backward(ctx, grad):
+    w = int4_cpu_dequantize(ctx.packed, ctx.group_size, ctx.scales_and_zeros, ctx.k)
+    return (grad.to(torch.float32) @ w.to(torch.float32)).to(grad.dtype), None, None, None
+
+
+def _int4_weight_only_setup(ctx, inputs, output):
+    x, ctx.packed, ctx.group_size, ctx.scales_and_zeros = inputs
+    ctx.k = x.shape[1]
+
+
+_int8_weight_only_op.register_autograd(_int8_weight_only_backward, setup_context=_int8_weight_only_setup)
+_int4_weight_only_op.register_autograd(_int4_weight_only_backward, setup_context=_int4_weight_only_setup)
 
 
 def int8_weight_only_mm(x: torch.Tensor, w_int8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

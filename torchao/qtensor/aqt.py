@@ -75,7 +75,8 @@ class AffineQuantizedTensor(torch.Tensor):
     # ---- structure -------------------------------------------------------------------------
 
     @property
-    def layout(self) -> Type[Layout]:
+    def quant_layout(self) -> Type[Layout]:
+        """The Layout class holding the data (``torch.Tensor.layout`` stays torch.strided)."""
         return get_layout(self.spec.layout)
 
     @property
@@ -84,7 +85,7 @@ class AffineQuantizedTensor(torch.Tensor):
 
     def inner_tensors(self) -> Dict[str, torch.Tensor]:
         """The layout's inner tensors that are present, by name."""
-        return {n: getattr(self, n) for n in self.layout.tensor_names if getattr(self, n) is not None}
+        return {n: getattr(self, n) for n in self.quant_layout.tensor_names if getattr(self, n) is not None}
 
     def __tensor_flatten__(self):
         return list(self.inner_tensors()), self.spec
@@ -100,7 +101,7 @@ class AffineQuantizedTensor(torch.Tensor):
 
     def get_plain(self) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         """(int_data, scale, zero_point) of the stored (untransposed) shape, unpacked from the layout."""
-        return self.layout.unpack(self.inner_tensors(), self.spec)
+        return self.quant_layout.unpack(self.inner_tensors(), self.spec)
 
     def dequantize(self, output_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         """The float tensor (``self.shape``, ``output_dtype`` or ``self.dtype``)."""

@@ -139,7 +139,8 @@ def _run_cpu_int4_weight_only(x, w):
 
 @register_linear_kernel("cpu_int8_dynamic", _cpu_int8_dynamic)
 def _run_cpu_int8_dynamic(x, w):
-    q, scale, _ = get_activation_quantizer(w.spec.act_quant).quantize(x)
+    # rounding has no useful gradient: the integer path is inference-only with respect to x
+    q, scale, _ = get_activation_quantizer(w.spec.act_quant).quantize(x.detach())
     return cpu_kernels.int8_dynamic_mm(q, scale, w.int_data, w.scale, x.dtype)
 
 

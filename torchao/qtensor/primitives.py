@@ -128,16 +128,16 @@ def _reduction_shapes(block_size: Sequence[int], shape: Sequence[int]):
         )
     view_shape, reduce_dims, qp_view, qp_shape = [], [], [], []
     for dim, (b, n) in enumerate(zip(block_size, shape)):
-        b, n = int(b), int(n)
-        if b < 1 or b > n or n % b != 0:
+        b = int(b)
+        if b == 1:  # decided on the block alone, so a symbolic (dynamic) dim is never specialized
+            view_shape.append(n)
+            qp_view.append(n)
+            qp_shape.append(n)
+        elif b < 1 or b > n or n % b != 0:
             raise ValueError(
                 f"block_size {tuple(block_size)} does not tile input shape {tuple(shape)}: dim {dim} "
                 f"has size {n}, which is not divisible into blocks of {b}"
             )
-        if b == 1:
-            view_shape.append(n)
-            qp_view.append(n)
-            qp_shape.append(n)
         elif b == n:
             reduce_dims.append(len(view_shape))
             view_shape.append(n)

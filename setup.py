@@ -1,0 +1,22 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="torchao",
+    version="0.1.0",
+    description="Quantized tensors, kernels and one-line quantization APIs for PyTorch models",
+    packages=find_packages(include=["torchao", "torchao.*"]),
+    python_requires=">=3.10",
+    # torch is not pinned to a build: install the CPU wheel first (pip install torch==2.13.0) so that
+    # this range, which it satisfies, pulls nothing more.
+    install_requires=[
+        "torch>=2.11,<2.14",
+        "numpy",
+        "safetensors",
+        "tqdm",
+    ],
+    extras_require={
+        "kernels": ["triton>=3.3"],
+        "models": ["transformers>=4.45"],
+        "test": ["pytest", "expecttest", "hypothesis", "transformers>=4.45", "triton>=3.3"],
+    },
+)
