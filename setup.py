@@ -10,13 +10,13 @@ setup(
     # this range, which it satisfies, pulls nothing more.
     install_requires=[
         "torch>=2.11,<2.14",
+        "triton>=3.3",
+        "transformers>=4.45",
         "numpy",
         "safetensors",
         "tqdm",
     ],
     extras_require={
-        "kernels": ["triton>=3.3"],
-        "models": ["transformers>=4.45"],
-        "test": ["pytest", "expecttest", "hypothesis", "transformers>=4.45", "triton>=3.3"],
+        "test": ["pytest", "expecttest", "hypothesis"],
     },
 )

@@ -43,6 +43,13 @@ def weight_only_compute_dtype(x_dtype: torch.dtype) -> torch.dtype:
     return torch.bfloat16 if x_dtype == torch.float32 else x_dtype
 
 
+def _int8pack_dtype(x_dtype: torch.dtype, k: int) -> torch.dtype:
+    """Compute dtype for aten._weight_int8pack_mm: its bf16 path crashes (segfault, torch 2.13, AVX-512)
+    when K is not a multiple of 16, so such shapes run in fp32 there."""
+    cdtype = weight_only_compute_dtype(x_dtype)
+    return torch.float32 if cdtype == torch.bfloat16 and k % 16 else cdtype
+
+
 def int4_cpu_kernel_group_size(group_size: int) -> Optional[int]:
     """The largest kernel group size that divides ``group_size`` (a per-channel block of K = 4096 runs
     as groups of 256 with repeated scales); None if the kernel cannot represent it."""
@@ -79,7 +86,7 @@ def _nibbles_in_order(packed: torch.Tensor) -> torch.Tensor:
 
 
 def _int8_weight_only_mm(x: torch.Tensor, w_int8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    cdtype = weight_only_compute_dtype(x.dtype)
+    cdtype = _int8pack_dtype(x.dtype, x.shape[-1])
     out = torch.ops.aten._weight_int8pack_mm(x.to(cdtype), w_int8, scale.to(cdtype))
     return out.to(x.dtype)
 
@@ -96,7 +103,8 @@ def _int8_dynamic_mm(
     x_int8: torch.Tensor, x_scale: torch.Tensor, w_int8: torch.Tensor, w_scale: torch.Tensor, out_dtype: torch.dtype
 ) -> torch.Tensor:
     m = x_int8.shape[0]
-    if out_dtype != torch.float32 and 1 < m < _INT_MM_MIN_ROWS:
+    bf16_kernel_ok = _int8pack_dtype(torch.bfloat16, x_int8.shape[1]) == torch.bfloat16
+    if out_dtype != torch.float32 and 1 < m < _INT_MM_MIN_ROWS and bf16_kernel_ok:
         # |q| <= 128 is exact in bf16 and the kernel accumulates in fp32: int8 x int8 products, bf16 result
         acc = torch.ops.aten._weight_int8pack_mm(x_int8.to(torch.bfloat16), w_int8, w_scale.to(torch.bfloat16))
         return (acc.to(torch.float32) * x_scale.reshape(-1, 1).to(torch.float32)).to(out_dtype)

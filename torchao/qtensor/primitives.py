@@ -103,11 +103,9 @@ def quant_range(
     storage, lo, hi = _INT_TARGETS[target_dtype]
     qmin = lo if quant_min is None else int(quant_min)
     qmax = hi if quant_max is None else int(quant_max)
-    info = torch.iinfo(storage)
-    if qmin < info.min or qmax > info.max:
+    if qmin < lo or qmax > hi:
         raise ValueError(
-            f"quant range [{qmin}, {qmax}] does not fit the storage dtype {storage} "
-            f"of {target_dtype} (range [{info.min}, {info.max}])"
+            f"quant range [{qmin}, {qmax}] does not fit {target_dtype} (range [{lo}, {hi}], stored as {storage})"
         )
     if qmin >= qmax:
         raise ValueError(f"quant_min ({qmin}) must be smaller than quant_max ({qmax})")
@@ -205,8 +203,9 @@ def _choose_qparams_impl(
 
     view_shape, reduce_dims, _, qp_shape = _reduction_shapes(block_size, input.shape)
     x = input.reshape(view_shape).to(_compute_dtype(input))
-    min_val = torch.amin(x, dim=reduce_dims).reshape(qp_shape)
-    max_val = torch.amax(x, dim=reduce_dims).reshape(qp_shape)
+    # with no dim to reduce (every block is one element) amin/amax would reduce everything
+    min_val = (torch.amin(x, dim=reduce_dims) if reduce_dims else x).reshape(qp_shape)
+    max_val = (torch.amax(x, dim=reduce_dims) if reduce_dims else x).reshape(qp_shape)
     if preserve_zero:
         min_val = torch.clamp(min_val, max=0.0)
         max_val = torch.clamp(max_val, min=0.0)
