@@ -39,6 +39,7 @@ def unwrap_tensor_subclass(model: nn.Module) -> nn.Module:
         for name, param in list(module.named_parameters(recurse=False)):
             if is_traceable_wrapper_subclass(param):
                 names, ctx = param.__tensor_flatten__()
+                param.requires_grad_(False)  # the inner tensors are integers; a frozen weight either way
                 parametrize.register_parametrization(
                     module, name, _RebuildSubclass(type(param), list(names), ctx), unsafe=True
                 )
