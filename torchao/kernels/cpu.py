@@ -1,9 +1,11 @@
 """CPU matmul kernels for quantized weights: thin wrappers of PyTorch's own aten CPU kernels.
 
-The wrappers pick a kernel and a compute dtype by batch size M, and are registered as opaque
-``torchao::*`` custom ops: export and AOTInductor show them by name, Inductor calls them as they
-are (its own lowering of aten._weight_int8pack_mm fails on unrealized inputs in torch 2.13), and the
-choice by M happens at run time on concrete shapes. None of this imports the tensor subclass.
+The wrappers pick a kernel and a compute dtype by batch size M and are registered as ``torchao::*``
+ops, so export and AOTInductor show them by name. The weight-only ones are opaque custom ops (Inductor's
+own lowering of aten._weight_int8pack_mm fails on unrealized inputs in torch 2.13, and the choice by M
+then happens on concrete shapes); the int8 dynamic one is CompositeImplicitAutograd, so Inductor sees
+aten._int_mm and fuses the scaling epilogue (only its small-M path is opaque). None of this imports the
+tensor subclass.
 
 Compute dtype: the aten weight-only kernels are fast with bf16 activations and slow with fp32 ones
 (measured ~7x apart at M=1 on AVX-512), so fp32 activations are rounded to bf16, multiplied with
@@ -99,15 +101,20 @@ def _int4_weight_only_mm(
     return out.to(x.dtype)
 
 
+def _use_small_m_path(m, k: int, out_dtype: torch.dtype) -> bool:
+    """Concrete 1 < M < 8 with 16-bit output and a K the bf16 kernel handles (symbolic M: no)."""
+    return (
+        isinstance(m, int) and 1 < m < _INT_MM_MIN_ROWS and out_dtype != torch.float32
+        and _int8pack_dtype(torch.bfloat16, k) == torch.bfloat16
+    )
+
+
 def _int8_dynamic_mm(
     x_int8: torch.Tensor, x_scale: torch.Tensor, w_int8: torch.Tensor, w_scale: torch.Tensor, out_dtype: torch.dtype
 ) -> torch.Tensor:
-    m = x_int8.shape[0]
-    bf16_kernel_ok = _int8pack_dtype(torch.bfloat16, x_int8.shape[1]) == torch.bfloat16
-    if out_dtype != torch.float32 and 1 < m < _INT_MM_MIN_ROWS and bf16_kernel_ok:
-        # |q| <= 128 is exact in bf16 and the kernel accumulates in fp32: int8 x int8 products, bf16 result
-        acc = torch.ops.aten._weight_int8pack_mm(x_int8.to(torch.bfloat16), w_int8, w_scale.to(torch.bfloat16))
-        return (acc.to(torch.float32) * x_scale.reshape(-1, 1).to(torch.float32)).to(out_dtype)
+    if _use_small_m_path(x_int8.shape[0], x_int8.shape[1], out_dtype):
+        return torch.ops.torchao.int8_dynamic_small_m_cpu(x_int8, x_scale, w_int8, w_scale, out_dtype)
+    # plain aten, so that Inductor fuses the scaling epilogue and may pick its own int8 GEMM
     acc = torch.ops.aten._int_mm(x_int8, w_int8.t())
     return (acc.to(torch.float32) * x_scale.reshape(-1, 1).to(torch.float32) * w_scale.to(torch.float32)).to(out_dtype)
 
@@ -134,16 +141,25 @@ def _(x, packed, group_size, scales_and_zeros):
     return x.new_empty(x.shape[0], packed.shape[0])
 
 
-@torch.library.custom_op("torchao::int8_dynamic_mm_cpu", mutates_args=())
-def _int8_dynamic_op(
+@torch.library.custom_op("torchao::int8_dynamic_small_m_cpu", mutates_args=())
+def _int8_dynamic_small_m_op(
     x_int8: torch.Tensor, x_scale: torch.Tensor, w_int8: torch.Tensor, w_scale: torch.Tensor, out_dtype: torch.dtype
 ) -> torch.Tensor:
-    return _int8_dynamic_mm(x_int8, x_scale, w_int8, w_scale, out_dtype)
+    # |q| <= 128 is exact in bf16 and the kernel accumulates in fp32: int8 x int8 products, bf16 result
+    acc = torch.ops.aten._weight_int8pack_mm(x_int8.to(torch.bfloat16), w_int8, w_scale.to(torch.bfloat16))
+    return (acc.to(torch.float32) * x_scale.reshape(-1, 1).to(torch.float32)).to(out_dtype)
 
 
-@_int8_dynamic_op.register_fake
+@_int8_dynamic_small_m_op.register_fake
 def _(x_int8, x_scale, w_int8, w_scale, out_dtype):
     return x_int8.new_empty(x_int8.shape[0], w_int8.shape[0], dtype=out_dtype)
+
+
+_lib = torch.library.Library("torchao", "FRAGMENT")
+_lib.define(
+    "int8_dynamic_mm_cpu(Tensor x_int8, Tensor x_scale, Tensor w_int8, Tensor w_scale, ScalarType out_dtype) -> Tensor"
+)
+_lib.impl("int8_dynamic_mm_cpu", _int8_dynamic_mm, "CompositeImplicitAutograd")
 
 
 @torch.library.custom_op("torchao::int4_cpu_dequantize", mutates_args=())
@@ -207,5 +223,10 @@ def int8_dynamic_mm(
     """(x_int8 (M, K) @ w_int8 (N, K).T) * x_scale (M, 1) * w_scale (N,) -> (M, N) in out_dtype.
 
     Integer products accumulate in int32 (aten._int_mm), or for 1 < M < 8 with 16-bit outputs in fp32
-    inside the bf16 weight-only kernel (exact integer inputs; result rounded to bf16)."""
+    inside the bf16 weight-only kernel (exact integer inputs; result rounded to bf16).
+
+    torch.compile gets the aten ops inlined (Inductor keeps CompositeImplicitAutograd custom ops whole,
+    and would not fuse the epilogue); eager and torch.export get the named op."""
+    if torch.compiler.is_compiling() and not torch.compiler.is_exporting():
+        return _int8_dynamic_mm(x_int8, x_scale, w_int8, w_scale.reshape(-1), out_dtype)
     return torch.ops.torchao.int8_dynamic_mm_cpu(x_int8, x_scale, w_int8, w_scale.reshape(-1), out_dtype)
