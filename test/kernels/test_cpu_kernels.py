@@ -8,7 +8,7 @@ from expecttest import TestCase
 from torchao.kernels import cpu as K
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-ROWS = (1, 3, 17, 40)  # 1, the small-M bf16 path of int8 dynamic (2..7) and aten._int_mm (>= 8)
+ROWS = (1, 3, 17, 70)  # 1; small-M bf16 int8 dynamic (2..7); aten._int_mm; dequantized prefill (>= 64)
 
 
 def rel_err(out, ref):

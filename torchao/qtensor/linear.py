@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from torchao.kernels import cpu as cpu_kernels
+from torchao.kernels import triton_available
 from torchao.qtensor.act_quant import get_activation_quantizer
 from torchao.qtensor.aqt import AffineQuantizedTensor
 from torchao.qtensor.primitives import ZeroPointDomain
@@ -118,7 +119,54 @@ def _dynamic_without_integer_kernel(x, w) -> bool:
     ) is not None
 
 
+def _on_cuda(x, w) -> bool:
+    return x.is_cuda and w.is_cuda and x.dtype in (torch.bfloat16, torch.float16, torch.float32) and triton_available()
+
+
+def _triton_int8_weight_only(x, w) -> bool:
+    return _on_cuda(x, w) and w.spec.act_quant is None and _is_int8_per_channel(w)
+
+
+def _triton_int4_weight_only(x, w) -> bool:
+    return _on_cuda(x, w) and w.spec.layout == "int4_packed" and w.spec.act_quant is None
+
+
+def _triton_int8_dynamic(x, w) -> bool:
+    return (
+        _on_cuda(x, w)
+        and w.spec.act_quant == "int8_per_token_sym"
+        and _is_int8_per_channel(w)
+        and w.spec.zero_point_domain == ZeroPointDomain.NONE
+    )
+
+
 # ---- kernels -----------------------------------------------------------------------------------
+
+
+@register_linear_kernel("triton_int8_weight_only", _triton_int8_weight_only)
+def _run_triton_int8_weight_only(x, w):
+    zero_point = w.zero_point.reshape(-1) if w.spec.zero_point_domain == ZeroPointDomain.INT else None
+    return torch.ops.torchao.int8_weight_only_mm_triton(x, w.int_data, w.scale.reshape(-1), zero_point)
+
+
+_ZP_MODES = {ZeroPointDomain.NONE: 0, ZeroPointDomain.INT: 1, ZeroPointDomain.FLOAT: 2}
+
+
+@register_linear_kernel("triton_int4_weight_only", _triton_int4_weight_only)
+def _run_triton_int4_weight_only(x, w):
+    s = w.spec
+    mid = (s.quant_min + s.quant_max + 1) / 2
+    zero_point = None if s.zero_point_domain == ZeroPointDomain.NONE else w.zero_point
+    return torch.ops.torchao.int4_weight_only_mm_triton(
+        x, w.packed, w.scale, zero_point, s.group_size, s.quant_min, _ZP_MODES[s.zero_point_domain], mid
+    )
+
+
+@register_linear_kernel("triton_int8_dynamic", _triton_int8_dynamic)
+def _run_triton_int8_dynamic(x, w):
+    q, scale, _ = get_activation_quantizer(w.spec.act_quant).quantize(x.detach())
+    return torch.ops.torchao.int8_dynamic_mm_triton(q, scale, w.int_data, w.scale, x.dtype)
+
 
 
 @register_linear_kernel("cpu_int8_weight_only", _cpu_int8_weight_only)
