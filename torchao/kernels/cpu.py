@@ -120,9 +120,14 @@ def _int8_dynamic_mm(
 ) -> torch.Tensor:
     if _use_small_m_path(x_int8.shape[0], x_int8.shape[1], out_dtype):
         return torch.ops.torchao.int8_dynamic_small_m_cpu(x_int8, x_scale, w_int8, w_scale, out_dtype)
-    # plain aten, so that Inductor fuses the scaling epilogue. W @ X.T with the (N, K) weight as the
-    # contiguous left operand is 1.3-2.6x faster than X @ W.T on oneDNN CPUs (4096x4096, M = 2..128)
-    acc = torch.ops.aten._int_mm(w_int8, x_int8.t()).t()
+    # plain aten, so that Inductor fuses the scaling epilogue. For M >= 2, W @ X.T with the (N, K) weight
+    # as the contiguous left operand is 1.3-2.6x faster than X @ W.T on oneDNN CPUs (4096x4096, M = 2..128).
+    # Not for M = 1 (or a symbolic M): Inductor then gives X.T a zero stride, which aten._int_mm misreads.
+    m = x_int8.shape[0]
+    if isinstance(m, int) and m >= 2:
+        acc = torch.ops.aten._int_mm(w_int8, x_int8.t()).t()
+    else:
+        acc = torch.ops.aten._int_mm(x_int8, w_int8.t())
     return (acc.to(torch.float32) * x_scale.reshape(-1, 1).to(torch.float32) * w_scale.to(torch.float32)).to(out_dtype)
 
 

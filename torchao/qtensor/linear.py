@@ -95,48 +95,53 @@ def _is_int8_per_channel(w: AffineQuantizedTensor) -> bool:
     )
 
 
-def _cpu_int8_weight_only(x, w) -> bool:
-    return _on_cpu(x, w) and w.spec.act_quant is None and _is_int8_per_channel(w)
-
-
-def _cpu_int4_weight_only(x, w) -> bool:
-    return _on_cpu(x, w) and w.spec.layout == "int4_cpu" and w.spec.act_quant is None
-
-
-def _cpu_int8_dynamic(x, w) -> bool:
+def _is_int8_dynamic(w: AffineQuantizedTensor) -> bool:
+    """int8 per-token activations x int8 per-channel symmetric weights: the integer-GEMM case."""
     return (
-        _on_cpu(x, w)
-        and w.spec.act_quant == "int8_per_token_sym"
+        w.spec.act_quant == "int8_per_token_sym"
         and _is_int8_per_channel(w)
         and w.spec.zero_point_domain == ZeroPointDomain.NONE
     )
-
-
-def _dynamic_without_integer_kernel(x, w) -> bool:
-    """A dynamic-activation weight that no integer kernel takes: fake-quantize x, then weight-only."""
-    return w.spec.act_quant is not None and not _cpu_int8_dynamic(x, w) and select_linear_kernel(
-        x, w.with_tensors(lambda t: t, act_quant=None)
-    ) is not None
 
 
 def _on_cuda(x, w) -> bool:
     return x.is_cuda and w.is_cuda and x.dtype in (torch.bfloat16, torch.float16, torch.float32) and triton_available()
 
 
+def _weight_only(w) -> bool:
+    return w.spec.act_quant is None
+
+
+def _cpu_int8_weight_only(x, w) -> bool:
+    return _on_cpu(x, w) and _weight_only(w) and _is_int8_per_channel(w)
+
+
+def _cpu_int4_weight_only(x, w) -> bool:
+    return _on_cpu(x, w) and _weight_only(w) and w.spec.layout == "int4_cpu"
+
+
+def _cpu_int8_dynamic(x, w) -> bool:
+    return _on_cpu(x, w) and _is_int8_dynamic(w)
+
+
 def _triton_int8_weight_only(x, w) -> bool:
-    return _on_cuda(x, w) and w.spec.act_quant is None and _is_int8_per_channel(w)
+    return _on_cuda(x, w) and _weight_only(w) and _is_int8_per_channel(w)
 
 
 def _triton_int4_weight_only(x, w) -> bool:
-    return _on_cuda(x, w) and w.spec.layout == "int4_packed" and w.spec.act_quant is None
+    return _on_cuda(x, w) and _weight_only(w) and w.spec.layout == "int4_packed"
 
 
 def _triton_int8_dynamic(x, w) -> bool:
+    return _on_cuda(x, w) and _is_int8_dynamic(w)
+
+
+def _dynamic_without_integer_kernel(x, w) -> bool:
+    """A dynamic-activation weight that no integer kernel takes: fake-quantize x, then weight-only."""
     return (
-        _on_cuda(x, w)
-        and w.spec.act_quant == "int8_per_token_sym"
-        and _is_int8_per_channel(w)
-        and w.spec.zero_point_domain == ZeroPointDomain.NONE
+        not _weight_only(w)
+        and not (_cpu_int8_dynamic(x, w) or _triton_int8_dynamic(x, w))
+        and select_linear_kernel(x, w.with_tensors(lambda t: t, act_quant=None)) is not None
     )
 
 
