@@ -6,6 +6,7 @@ from torchao.quant_api.configs import (
     Int8DynamicActivationInt4WeightConfig,
     Int8DynamicActivationInt8WeightConfig,
     Int8WeightOnlyConfig,
+    IntxWeightOnlyConfig,
     UnsupportedWeight,
     WeightConfig,
     get_apply_int4wo_quant,
@@ -15,6 +16,7 @@ from torchao.quant_api.configs import (
     int8_dynamic_activation_int4_weight,
     int8_dynamic_activation_int8_weight,
     int8_weight_only,
+    intx_weight_only,
 )
 from torchao.quant_api.legacy import (
     Int8DynActInt4WeightQuantizer,
@@ -33,6 +35,8 @@ __all__ = [
     "Int4WeightOnlyConfig",
     "Int8DynamicActivationInt8WeightConfig",
     "Int8DynamicActivationInt4WeightConfig",
+    "IntxWeightOnlyConfig",
+    "intx_weight_only",
     "int8_weight_only",
     "int4_weight_only",
     "int8_dynamic_activation_int8_weight",

@@ -54,6 +54,9 @@ def quantize_(
     Weights shared between modules (tied) are quantized once and stay shared.
     """
     filter_fn = filter_fn or default_filter_fn
+    if hasattr(apply_fn_or_config, "apply_to_model"):  # calibrated methods (GPTQ, AutoRound) work per model
+        apply_fn_or_config.apply_to_model(model, filter_fn, strict=strict)
+        return
     targets = _targets(model, filter_fn)
     precheck = getattr(apply_fn_or_config, "unsupported_reason", None)
     skipped = {fqn: reason for fqn, m in targets if precheck and (reason := precheck(m.weight))}

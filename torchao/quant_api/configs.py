@@ -12,8 +12,9 @@ from typing import Optional
 
 import torch
 
-from torchao.qtensor import AffineQuantizedTensor, MappingType, ZeroPointDomain, get_layout
+from torchao.qtensor import AffineQuantizedTensor, MappingType, ZeroPointDomain
 from torchao.qtensor.layouts import QuantSpec
+from torchao.quant_api.weight_format import IntFormat, best_int4_layout, quantized_weight
 
 __all__ = [
     "UnsupportedWeight",
@@ -22,6 +23,8 @@ __all__ = [
     "Int4WeightOnlyConfig",
     "Int8DynamicActivationInt8WeightConfig",
     "Int8DynamicActivationInt4WeightConfig",
+    "IntxWeightOnlyConfig",
+    "intx_weight_only",
     "int8_weight_only",
     "int4_weight_only",
     "int8_dynamic_activation_int8_weight",
@@ -69,12 +72,6 @@ def _group_reason(weight: torch.Tensor, group_size: int) -> Optional[str]:
     return None
 
 
-def _auto_int4_layout(weight: torch.Tensor, spec: QuantSpec, fallback: str) -> str:
-    """The fastest int4 layout that can hold ``spec`` on the weight's device."""
-    preferred = {"cpu": "int4_cpu"}.get(weight.device.type, "int4_packed")
-    return preferred if get_layout(preferred).unsupported_reason(spec, weight.device) is None else fallback
-
-
 def _int4_spec(weight, group_size, target_dtype, qmin, qmax, domain) -> QuantSpec:
     """The spec a 4-bit weight will have, to ask layouts whether they can hold it."""
     return QuantSpec(tuple(weight.shape), weight.dtype, (1, group_size), target_dtype, qmin, qmax, domain, "int4_packed")
@@ -112,7 +109,7 @@ class Int4WeightOnlyConfig(WeightConfig):
             weight, MappingType.ASYMMETRIC, (1, self.group_size), torch.uint4, eps=1e-6,
             scale_dtype=weight.dtype, zero_point_dtype=weight.dtype, preserve_zero=False,
             zero_point_domain=ZeroPointDomain.FLOAT,
-            layout=self.layout or _auto_int4_layout(weight, spec, "int4_packed"),
+            layout=self.layout or best_int4_layout(spec, weight.device, "int4_packed"),
         )
 
 
@@ -142,8 +139,38 @@ class Int8DynamicActivationInt4WeightConfig(WeightConfig):
         return AffineQuantizedTensor.from_float(
             weight, MappingType.SYMMETRIC, (1, self.group_size), torch.int4, eps=_FP32_EPS,
             scale_dtype=weight.dtype, zero_point_domain=ZeroPointDomain.NONE, act_quant="int8_per_token_asym",
-            layout=_auto_int4_layout(weight, spec, "plain"),
+            layout=best_int4_layout(spec, weight.device, "plain"),
         )
+
+
+@dataclass(frozen=True)
+class IntxWeightOnlyConfig(WeightConfig):
+    """Round-to-nearest weights of any width 1..8 bits, per group of ``group_size`` input features
+    (None: per channel); asymmetric with an integer zero point, or symmetric. <= 4 bits use the int4
+    kernel layouts (values stored 4-bit), wider ones the plain layout."""
+
+    bits: int = 4
+    group_size: Optional[int] = 128
+    sym: bool = False
+
+    def unsupported_reason(self, weight):
+        IntFormat.for_bits(self.bits, self.sym)
+        return super().unsupported_reason(weight) or (
+            _group_reason(weight, self.group_size) if self.group_size else None)
+
+    def quantize(self, weight):
+        fmt = IntFormat.for_bits(self.bits, self.sym)
+        group = self.group_size or weight.shape[1]
+        plain = AffineQuantizedTensor.from_float(
+            weight, fmt.mapping_type, (1, group), fmt.target_dtype, fmt.quant_min, fmt.quant_max, eps=1e-8,
+            scale_dtype=weight.dtype, zero_point_dtype=torch.int32, zero_point_domain=fmt.zero_point_domain,
+        )
+        int_data, scale, zero_point = plain.get_plain()
+        return quantized_weight(int_data, scale, zero_point, fmt, group, weight.dtype)
+
+
+def intx_weight_only(bits: int = 4, group_size: Optional[int] = 128, sym: bool = False) -> IntxWeightOnlyConfig:
+    return IntxWeightOnlyConfig(bits, group_size, sym)
 
 
 def int8_weight_only() -> Int8WeightOnlyConfig:

@@ -10,6 +10,7 @@ from torchao.qtensor.primitives import (
 from torchao.quant_api import *  # noqa: F401,F403
 from torchao.quant_api import __all__ as _quant_api_all
 from torchao.qtensor.unwrap import unwrap_tensor_subclass
+from torchao.quant_api.gptq import GPTQConfig, Int4WeightOnlyGPTQQuantizer, gptq
 
 __all__ = list(_quant_api_all) + [
     "MappingType",
@@ -18,4 +19,7 @@ __all__ = list(_quant_api_all) + [
     "quantize_affine",
     "dequantize_affine",
     "unwrap_tensor_subclass",
+    "gptq",
+    "GPTQConfig",
+    "Int4WeightOnlyGPTQQuantizer",
 ]

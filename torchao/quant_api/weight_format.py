@@ -1,0 +1,98 @@
+"""Integer weight formats by bit width, and the AffineQuantizedTensor that calibrated methods produce.
+
+GPTQ, AutoRound and HQQ compute their own integers; ``IntFormat`` says which range and zero point a
+(bits, symmetric) choice means, and ``quantized_weight`` stores the result in the kernel layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from torchao.qtensor import AffineQuantizedTensor, MappingType, ZeroPointDomain, get_layout
+from torchao.qtensor.layouts import QuantSpec
+from torchao.qtensor.primitives import storage_dtype
+
+__all__ = ["IntFormat", "quantized_weight", "best_int4_layout"]
+
+
+def best_int4_layout(spec: QuantSpec, device: torch.device, fallback: str = "int4_packed") -> str:
+    """The fastest layout for a <= 4-bit 2-D weight on ``device`` (the CPU int4 kernel's format on CPU,
+    the packed Triton format elsewhere), or ``fallback`` when it cannot hold ``spec``."""
+    preferred = "int4_cpu" if device.type == "cpu" else "int4_packed"
+    return preferred if get_layout(preferred).unsupported_reason(spec, device) is None else fallback
+
+
+@dataclass(frozen=True)
+class IntFormat:
+    """bits in 1..8. Asymmetric: unsigned [0, 2^bits - 1] with an integer zero point (8 bits: the signed
+    int8 range, so the int8 kernels apply). Symmetric: signed [-2^(bits-1), 2^(bits-1) - 1], no zero point."""
+
+    bits: int
+    sym: bool
+
+    @classmethod
+    def for_bits(cls, bits: int, sym: bool = False) -> "IntFormat":
+        if not isinstance(bits, int) or not 1 <= bits <= 8:
+            raise ValueError(f"bits must be an integer in 1..8, got {bits!r}")
+        if sym and bits == 1:
+            raise ValueError("symmetric quantization needs at least 2 bits")
+        return cls(bits, sym)
+
+    @property
+    def target_dtype(self) -> torch.dtype:
+        if self.bits == 8:
+            return torch.int8
+        return getattr(torch, f"{'int' if self.sym else 'uint'}{self.bits}")
+
+    @property
+    def quant_min(self) -> int:
+        return -(2 ** (self.bits - 1)) if (self.sym or self.bits == 8) else 0
+
+    @property
+    def quant_max(self) -> int:
+        return self.quant_min + 2**self.bits - 1
+
+    @property
+    def mapping_type(self) -> MappingType:
+        return MappingType.SYMMETRIC if self.sym else MappingType.ASYMMETRIC
+
+    @property
+    def zero_point_domain(self) -> ZeroPointDomain:
+        return ZeroPointDomain.NONE if self.sym else ZeroPointDomain.INT
+
+    @property
+    def storage_dtype(self) -> torch.dtype:
+        return storage_dtype(self.target_dtype)
+
+    def quantize_column(self, w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+        """Integers (int32) for values ``w`` with per-row scale / zero point (same shape), as quantize_affine."""
+        return torch.clamp(torch.round(w * (1.0 / scale)) + zero, self.quant_min, self.quant_max).to(torch.int32)
+
+    def dequantize_column(self, q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+        return (q.to(scale.dtype) - zero) * scale
+
+
+def quantized_weight(
+    int_data: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: Optional[torch.Tensor],
+    fmt: IntFormat,
+    group_size: int,
+    dtype: torch.dtype,
+    layout: Optional[str] = None,
+) -> AffineQuantizedTensor:
+    """An (N, K) AffineQuantizedTensor from integers computed elsewhere, in ``layout`` or else the fastest
+    layout for the device (the CPU int4 kernel / the packed Triton layout for <= 4 bits, plain otherwise)."""
+    zp = None if fmt.sym else zero_point.round().to(torch.int32)
+    if layout is None:
+        spec = QuantSpec(tuple(int_data.shape), dtype, (1, group_size), fmt.target_dtype, fmt.quant_min,
+                         fmt.quant_max, fmt.zero_point_domain, "int4_packed")
+        fallback = "int4_packed" if get_layout("int4_packed").unsupported_reason(spec, int_data.device) is None else "plain"
+        layout = best_int4_layout(spec, int_data.device, fallback) if fmt.bits <= 4 else "plain"
+    return AffineQuantizedTensor.from_plain(
+        int_data, scale, zp, (1, group_size), fmt.target_dtype, fmt.quant_min, fmt.quant_max,
+        fmt.zero_point_domain, dtype=dtype, layout=layout,
+    )
