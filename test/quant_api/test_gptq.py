@@ -174,6 +174,19 @@ class TestModelFlow(TestCase):
             out = model(ids).logits
         sqnr = 20 * torch.log10(ref.norm() / (ref - out).norm())
         self.assertGreater(sqnr.item(), 15)
+        torch._dynamo.reset()
+        with torch.no_grad():
+            compiled = torch.compile(model, fullgraph=True)(ids).logits
+        self.assertGreater((20 * torch.log10(out.norm() / (out - compiled).norm())).item(), 40)
+
+    def test_dataloader_and_explicit_blocks(self):
+        model = tiny_llama()
+        loader = torch.utils.data.DataLoader(torch.randint(0, 128, (6, 16)), batch_size=2)
+        quantize_(model, gptq(loader, bits=8, group_size=None, block_names=["model.layers.1"], progress=False))
+        self.assertNotIsInstance(model.model.layers[0].mlp.up_proj.weight, AffineQuantizedTensor)
+        w = model.model.layers[1].mlp.up_proj.weight
+        self.assertIsInstance(w, AffineQuantizedTensor)
+        self.assertEqual((w.spec.block_size, w.spec.layout, w.spec.quant_min), ((1, 64), "plain", -128))
 
     def test_bad_inputs_change_nothing(self):
         model = tiny_llama()
