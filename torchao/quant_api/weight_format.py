@@ -28,18 +28,20 @@ def best_int4_layout(spec: QuantSpec, device: torch.device, fallback: str = "int
 @dataclass(frozen=True)
 class IntFormat:
     """bits in 1..8. Asymmetric: unsigned [0, 2^bits - 1] with an integer zero point (8 bits: the signed
-    int8 range, so the int8 kernels apply). Symmetric: signed [-2^(bits-1), 2^(bits-1) - 1], no zero point."""
+    int8 range, so the int8 kernels apply). Symmetric: signed [-2^(bits-1), 2^(bits-1) - 1], no zero point;
+    with ``full_range=False`` the range is [-(2^(bits-1) - 1), 2^(bits-1) - 1], symmetric about zero."""
 
     bits: int
     sym: bool
+    full_range: bool = True
 
     @classmethod
-    def for_bits(cls, bits: int, sym: bool = False) -> "IntFormat":
+    def for_bits(cls, bits: int, sym: bool = False, full_range: bool = True) -> "IntFormat":
         if not isinstance(bits, int) or not 1 <= bits <= 8:
             raise ValueError(f"bits must be an integer in 1..8, got {bits!r}")
         if sym and bits == 1:
             raise ValueError("symmetric quantization needs at least 2 bits")
-        return cls(bits, sym)
+        return cls(bits, sym, full_range or not sym)
 
     @property
     def target_dtype(self) -> torch.dtype:
@@ -49,11 +51,13 @@ class IntFormat:
 
     @property
     def quant_min(self) -> int:
+        if self.sym and not self.full_range:
+            return -(2 ** (self.bits - 1) - 1)
         return -(2 ** (self.bits - 1)) if (self.sym or self.bits == 8) else 0
 
     @property
     def quant_max(self) -> int:
-        return self.quant_min + 2**self.bits - 1
+        return 2 ** (self.bits - 1) - 1 if (self.sym or self.bits == 8) else 2**self.bits - 1
 
     @property
     def mapping_type(self) -> MappingType:

@@ -11,6 +11,7 @@ from torchao.quant_api import *  # noqa: F401,F403
 from torchao.quant_api import __all__ as _quant_api_all
 from torchao.qtensor.unwrap import unwrap_tensor_subclass
 from torchao.quant_api.gptq import GPTQConfig, Int4WeightOnlyGPTQQuantizer, gptq
+from torchao.quant_api.autoround import AutoAdamRound, AutoOPTRound, AutoRound, AutoRoundConfig, autoround
 
 __all__ = list(_quant_api_all) + [
     "MappingType",
@@ -22,4 +23,9 @@ __all__ = list(_quant_api_all) + [
     "gptq",
     "GPTQConfig",
     "Int4WeightOnlyGPTQQuantizer",
+    "autoround",
+    "AutoRoundConfig",
+    "AutoRound",
+    "AutoOPTRound",
+    "AutoAdamRound",
 ]
