@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from torchao.qtensor import qparams_shape
 from torchao.quant_api.autoround_math import get_scale_shape, quant_weight, sign_sgd_step
 from torchao.quant_api.calibration import (
     BlockInput,
@@ -98,7 +99,9 @@ class WrapperLinear(nn.Module):
         w = self.layer.weight.to(torch.float32).reshape(n, k // group, group)
         q = torch.round(w * (1.0 / scale.unsqueeze(-1)) + self.value.reshape(n, k // group, group)) + zp.unsqueeze(-1)
         q = torch.clamp(q, fmt.quant_min, fmt.quant_max).reshape(n, k).to(fmt.storage_dtype)
-        return quantized_weight(q, scale.to(self.scale_dtype), zp, fmt, group, self.layer.weight.dtype, layout)
+        shape = qparams_shape((1, group), (n, k))  # (N,) per channel, (N, K // g) per group
+        return quantized_weight(q, scale.to(self.scale_dtype).reshape(shape), zp.reshape(shape), fmt, group,
+                                self.layer.weight.dtype, layout)
 
 
 def _set_child(root: nn.Module, name: str, module: nn.Module) -> None:
@@ -144,13 +147,13 @@ class _Samples:
         return len(self.inputs)
 
     def batches(self, indices: List[int]):
-        """(BlockInput, target) pairs covering ``indices`` (one pair when the inputs stack)."""
+        """(BlockInput, target, number of samples) covering ``indices`` (one forward when the inputs stack)."""
         if self.stack:
             rows = torch.cat([torch.arange(i * self.rows, (i + 1) * self.rows) for i in indices])
-            yield with_hidden_states(self.inputs[0], self.hidden[rows]), self.target[rows]
+            yield with_hidden_states(self.inputs[0], self.hidden[rows]), self.target[rows], len(indices)
         else:
             for i in indices:
-                yield self.inputs[i], self.targets[i]
+                yield self.inputs[i], self.targets[i], 1
 
 
 # ---- the config -------------------------------------------------------------------------------------
@@ -365,10 +368,10 @@ class AutoRoundConfig:
                 else:
                     start = (step * bs) % n
                     indices = [(start + i) % n for i in range(bs)]
-                for inp, target in samples.batches(indices):
+                for inp, target, count in samples.batches(indices):
                     with autocast():
                         out = self._forward(blocks, move_to(inp, self._device))
-                    loss = F.mse_loss(out.to(torch.float32), target.to(self._device)) * (inp.args[0].shape[0] / bs)
+                    loss = F.mse_loss(out.to(torch.float32), target.to(self._device)) * (count / bs)
                     (loss / self.gradient_accumulate_steps).backward()
                     total += loss.item() / self.gradient_accumulate_steps
             first_loss = total if first_loss is None else first_loss
