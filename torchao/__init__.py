@@ -8,9 +8,10 @@
 from torchao import _compat
 from torchao import qtensor as _qtensor  # noqa: F401  (registers ops, layouts, safe globals)
 from torchao.quant_api import quantize, quantize_
+from torchao.quant_api.autoquant import autoquant
 
 _compat.install()
 
 __version__ = "0.1.0"
 
-__all__ = ["quantize_", "quantize", "__version__"]
+__all__ = ["quantize_", "quantize", "autoquant", "__version__"]

@@ -11,6 +11,8 @@ from torchao.quant_api import *  # noqa: F401,F403
 from torchao.quant_api import __all__ as _quant_api_all
 from torchao.qtensor.unwrap import unwrap_tensor_subclass
 from torchao.quant_api.gptq import GPTQConfig, Int4WeightOnlyGPTQQuantizer, gptq
+from torchao.quant_api.autoquant import DEFAULT_CANDIDATES, autoquant
+from torchao.quant_api.autoquant_cache import AUTOQUANT_CACHE, load_autoquant_cache, save_autoquant_cache
 from torchao.quant_api.autoround import AutoAdamRound, AutoOPTRound, AutoRound, AutoRoundConfig, autoround
 
 __all__ = list(_quant_api_all) + [
@@ -28,4 +30,9 @@ __all__ = list(_quant_api_all) + [
     "AutoRound",
     "AutoOPTRound",
     "AutoAdamRound",
+    "autoquant",
+    "DEFAULT_CANDIDATES",
+    "AUTOQUANT_CACHE",
+    "save_autoquant_cache",
+    "load_autoquant_cache",
 ]
