@@ -9,9 +9,11 @@ from torchao import _compat
 from torchao import qtensor as _qtensor  # noqa: F401  (registers ops, layouts, safe globals)
 from torchao.quant_api import quantize, quantize_
 from torchao.quant_api.autoquant import autoquant
+from torchao.checkpoint import load_quantized, save_quantized
+from torchao.export import export_aoti, load_aoti
 
 _compat.install()
 
 __version__ = "0.1.0"
 
-__all__ = ["quantize_", "quantize", "autoquant", "__version__"]
+__all__ = ["quantize_", "quantize", "autoquant", "save_quantized", "load_quantized", "export_aoti", "load_aoti", "__version__"]

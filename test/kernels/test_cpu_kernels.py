@@ -31,6 +31,14 @@ class TestInt8WeightOnly(TestCase):
                 # bf16 compute (fp32 inputs are rounded to bf16): relative error ~2**-8
                 self.assertLess(rel_err(out, ref), 1e-2, msg=f"{dtype} M={m}")
 
+    def test_weights_at_unaligned_addresses(self):
+        """A weight viewed at an odd byte offset (safetensors buffers, row slices) must not crash the kernel."""
+        buf = torch.randint(-128, 128, (64 * 128 + 1,), dtype=torch.int8)
+        w = buf[1:].view(64, 128)
+        x = torch.randn(5, 128, dtype=torch.bfloat16)
+        out = K.int8_weight_only_mm(x, w, torch.ones(64, dtype=torch.bfloat16))
+        self.assertLess(rel_err(out, x.double() @ w.double().t()), 1e-2)
+
     def test_gradient_with_respect_to_input(self):
         w = torch.randint(-128, 128, (16, 32), dtype=torch.int8)
         scale = torch.rand(16) / 50

@@ -90,7 +90,14 @@ def _nibbles_in_order(packed: torch.Tensor) -> torch.Tensor:
     return torch.stack([flat & 0xF, flat >> 4], dim=-1).reshape(-1)
 
 
+def _aligned(t: torch.Tensor) -> torch.Tensor:
+    """``t`` contiguous at a 64-byte aligned address: the aten int8 / int4 CPU kernels segfault on weights at
+    other offsets (e.g. views into a safetensors buffer, or row slices); such weights are copied."""
+    return t if t.is_contiguous() and t.data_ptr() % 64 == 0 else t.clone(memory_format=torch.contiguous_format)
+
+
 def _int8_weight_only_mm(x: torch.Tensor, w_int8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    w_int8 = _aligned(w_int8)
     if x.shape[0] >= _DEQUANTIZE_MIN_ROWS and x.dtype in (torch.bfloat16, torch.float16):
         # prefill: the GEMV-style aten kernel falls behind a converted weight through the BLAS GEMM
         return (torch.nn.functional.linear(x, w_int8.to(x.dtype)) * scale.to(x.dtype)).to(x.dtype)
@@ -103,7 +110,7 @@ def _int4_weight_only_mm(
     x: torch.Tensor, packed: torch.Tensor, group_size: int, scales_and_zeros: torch.Tensor
 ) -> torch.Tensor:
     cdtype = weight_only_compute_dtype(x.dtype)
-    out = torch.ops.aten._weight_int4pack_mm_for_cpu(x.to(cdtype), packed, group_size, scales_and_zeros.to(cdtype))
+    out = torch.ops.aten._weight_int4pack_mm_for_cpu(x.to(cdtype), _aligned(packed), group_size, scales_and_zeros.to(cdtype))
     return out.to(x.dtype)
 
 
@@ -158,7 +165,7 @@ def _int8_dynamic_small_m_op(
     x_int8: torch.Tensor, x_scale: torch.Tensor, w_int8: torch.Tensor, w_scale: torch.Tensor, out_dtype: torch.dtype
 ) -> torch.Tensor:
     # |q| <= 128 is exact in bf16 and the kernel accumulates in fp32: int8 x int8 products, bf16 result
-    acc = torch.ops.aten._weight_int8pack_mm(x_int8.to(torch.bfloat16), w_int8, w_scale.to(torch.bfloat16))
+    acc = torch.ops.aten._weight_int8pack_mm(x_int8.to(torch.bfloat16), _aligned(w_int8), w_scale.to(torch.bfloat16))
     return (acc.to(torch.float32) * x_scale.reshape(-1, 1).to(torch.float32)).to(out_dtype)
 
 

@@ -1,0 +1,190 @@
+"""save_quantized / load_quantized: round trips, transformers directories, and every corrupt-file case
+(each raises CheckpointError naming the tensor, with the model untouched)."""
+
+import json
+import tempfile
+import unittest
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from expecttest import TestCase
+from safetensors.torch import load_file, save_file
+from testbed import PYLLAMA, requires_pyllama
+
+import torchao
+from torchao.checkpoint import METADATA_NAME, WEIGHTS_NAME, CheckpointError
+from torchao.dtypes import AffineQuantizedTensor
+from torchao.quantization import (
+    int4_weight_only,
+    int8_dynamic_activation_int4_weight,
+    int8_dynamic_activation_int8_weight,
+    int8_weight_only,
+    intx_weight_only,
+    quantize_,
+)
+
+CONFIGS = {
+    "int8wo": int8_weight_only,
+    "int4wo": lambda: int4_weight_only(group_size=32),
+    "int8dq": int8_dynamic_activation_int8_weight,
+    "8da4w": lambda: int8_dynamic_activation_int4_weight(32),
+    "w3": lambda: intx_weight_only(3, 32),
+}
+
+
+class TwoLayers(nn.Module):
+    def __init__(self, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.l1 = nn.Linear(128, 64)
+        self.norm = nn.LayerNorm(64)
+        self.l2 = nn.Linear(64, 32, bias=False)
+
+    def forward(self, x):
+        return self.l2(self.norm(torch.relu(self.l1(x))))
+
+
+def snapshot(model):
+    return {k: (v.dequantize() if isinstance(v, AffineQuantizedTensor) else v.clone()) for k, v in model.state_dict().items()}
+
+
+def assert_unchanged(test, model, before):
+    for k, v in model.state_dict().items():
+        v = v.dequantize() if isinstance(v, AffineQuantizedTensor) else v
+        test.assertTrue(torch.equal(v, before[k]), msg=k)
+
+
+class TestRoundTrip(TestCase):
+    def test_every_config_into_a_float_model(self):
+        x = torch.randn(5, 128)
+        for name, make in CONFIGS.items():
+            model = TwoLayers()
+            quantize_(model, make())
+            with tempfile.TemporaryDirectory() as tmp:
+                torchao.save_quantized(model, tmp)
+                fresh = torchao.load_quantized(TwoLayers(seed=1), tmp)
+            self.assertIsInstance(fresh.l1.weight, AffineQuantizedTensor)
+            self.assertEqual(fresh.l1.weight.spec.layout, model.l1.weight.spec.layout, msg=name)
+            self.assertTrue(torch.equal(fresh(x), model(x)), msg=name)
+
+    def test_cpu_layout_is_saved_portably(self):
+        model = TwoLayers()
+        quantize_(model, int4_weight_only(group_size=32))
+        self.assertEqual(model.l1.weight.spec.layout, "int4_cpu")
+        with tempfile.TemporaryDirectory() as tmp:
+            torchao.save_quantized(model, tmp)
+            meta = json.loads((Path(tmp) / METADATA_NAME).read_text())
+            self.assertEqual(meta["tensors"]["l1.weight"]["layout"], "int4_packed")
+            self.assertEqual(tuple(load_file(str(Path(tmp) / WEIGHTS_NAME))["l1.weight::packed"].shape), (64, 64))
+
+    def test_tied_weights_stay_tied(self):
+        model = TwoLayers()
+        model.l3 = nn.Linear(128, 64)
+        model.l3.weight = model.l1.weight
+        quantize_(model, int8_weight_only())
+        with tempfile.TemporaryDirectory() as tmp:
+            torchao.save_quantized(model, tmp)
+            target = TwoLayers()
+            target.l3 = nn.Linear(128, 64)
+            target.l3.weight = target.l1.weight
+            torchao.load_quantized(target, tmp)
+        self.assertIs(target.l1.weight, target.l3.weight)
+        self.assertIsInstance(target.l3.weight, AffineQuantizedTensor)
+
+    @requires_pyllama
+    def test_transformers_directory_from_config(self):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(PYLLAMA).eval()
+        tokenizer = AutoTokenizer.from_pretrained(PYLLAMA)
+        quantize_(model, int4_weight_only(group_size=64))
+        ids = torch.randint(0, 4096, (1, 16))
+        with tempfile.TemporaryDirectory() as tmp:
+            torchao.save_quantized(model, tmp, tokenizer=tokenizer)
+            self.assertTrue((Path(tmp) / "config.json").exists() and (Path(tmp) / "tokenizer.json").exists())
+            size = (Path(tmp) / WEIGHTS_NAME).stat().st_size
+            loaded = torchao.load_quantized(tmp)
+            with torch.no_grad():
+                self.assertTrue(torch.equal(loaded(ids).logits, model(ids).logits))
+        # fp32 model: 21 MB; embeddings (4 MB) stay float, the Linear weights shrink ~7x
+        self.assertLess(size, 0.35 * (PYLLAMA / "model.safetensors").stat().st_size)
+
+
+class TestCorruptFiles(TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.dir = Path(self.tmp.name)
+        model = TwoLayers()
+        quantize_(model, int4_weight_only(group_size=32))
+        torchao.save_quantized(model, self.dir)
+        self.target = TwoLayers(seed=1)
+        quantize_(self.target, int8_weight_only())
+        self.before = snapshot(self.target)
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def expect(self, regex):
+        with self.assertRaisesRegex(CheckpointError, regex):
+            torchao.load_quantized(self.target, self.dir)
+        assert_unchanged(self, self.target, self.before)
+
+    def edit_metadata(self, fn):
+        path = self.dir / METADATA_NAME
+        meta = json.loads(path.read_text())
+        fn(meta)
+        path.write_text(json.dumps(meta))
+
+    def edit_weights(self, fn):
+        path = self.dir / WEIGHTS_NAME
+        tensors = load_file(str(path))
+        fn(tensors)
+        save_file(tensors, str(path))
+
+    def test_truncated_weights(self):
+        path = self.dir / WEIGHTS_NAME
+        path.write_bytes(path.read_bytes()[:200])
+        self.expect("quantized.safetensors is corrupt or truncated")
+
+    def test_missing_files(self):
+        (self.dir / METADATA_NAME).unlink()
+        self.expect("quantization.json is missing")
+
+    def test_metadata_not_json(self):
+        (self.dir / METADATA_NAME).write_text("{oops")
+        self.expect("quantization.json is not valid JSON")
+
+    def test_unknown_layout(self):
+        self.edit_metadata(lambda m: m["tensors"]["l1.weight"].update(layout="marlin"))
+        self.expect(r"l1.weight: unknown layout 'marlin'")
+
+    def test_wrong_shape_for_the_model(self):
+        small = TwoLayers()
+        small.l1 = nn.Linear(128, 32)
+        self.target, self.before = small, snapshot(small)
+        self.expect(r"l1.weight: checkpoint shape \(64, 128\) does not match the model's \(32, 128\)")
+
+    def test_metadata_and_weights_disagree(self):
+        self.edit_metadata(lambda m: m["tensors"]["l2.weight"].update(shape=[32, 32]))
+        self.expect(r"l2.weight: checkpoint shape \(32, 32\) does not match the model's \(32, 64\)")
+
+    def test_packed_data_of_the_wrong_size(self):
+        self.edit_weights(lambda t: t.update({"l2.weight::packed": t["l2.weight::packed"][:, :16].contiguous()}))
+        self.expect(r"l2.weight: the packed data unpacks to \(32, 32\), metadata says \(32, 64\)")
+
+    def test_missing_inner_tensor(self):
+        self.edit_weights(lambda t: t.pop("l1.weight::scale"))
+        self.expect(r"l1.weight: the weights file lacks \['scale'\]")
+
+    def test_missing_float_tensor(self):
+        self.edit_weights(lambda t: t.pop("norm.bias"))
+        self.expect(r"the checkpoint lacks tensors the model has: \['norm.bias'\]")
+
+    def test_malformed_spec(self):
+        self.edit_metadata(lambda m: m["tensors"]["l1.weight"].pop("quant_max"))
+        self.expect(r"l1.weight: malformed quantization metadata \(KeyError")
+
+
+if __name__ == "__main__":
+    unittest.main()
