@@ -7,7 +7,7 @@ import torch
 from expecttest import TestCase
 from testbed import PYLLAMA, requires_pyllama
 
-import torchao  # noqa: F401
+import torchao
 from torchao.dtypes import AffineQuantizedTensor
 from torchao.quantization import (
     int4_weight_only,
@@ -71,6 +71,28 @@ class TestTestbedLlama(TestCase):
             torch._dynamo.reset()
             compiled = torch.compile(model, fullgraph=True)(self.ids[:, :16]).logits
         self.assertGreater(sqnr(eager, compiled), 35)
+
+    def test_export_and_aoti_with_dynamic_batch(self):
+        import tempfile
+
+        model = load(torch.float32)
+        quantize_(model, int4_weight_only(group_size=64))
+
+        class Logits(torch.nn.Module):
+            def __init__(self, m):
+                super().__init__()
+                self.m = m
+
+            def forward(self, ids):
+                return self.m(ids, use_cache=False).logits
+
+        wrapped = Logits(model)
+        with tempfile.TemporaryDirectory() as tmp:
+            runner = torchao.load_aoti(torchao.export_aoti(wrapped, self.ids[:, :16].expand(2, 16), f"{tmp}/llama.pt2"))
+            for batch in (1, 3):
+                ids = self.ids[:, :16].expand(batch, 16).contiguous()
+                with torch.no_grad():
+                    self.assertGreater(sqnr(wrapped(ids), runner(ids)), 50)
 
 
 if __name__ == "__main__":
