@@ -94,6 +94,10 @@ class AffineQuantizedTensor(torch.Tensor):
     def __tensor_unflatten__(cls, inner_tensors, spec, outer_size, outer_stride):
         return cls(dict(inner_tensors), spec)
 
+    def _stable_hash_for_caching(self) -> str:
+        """Key for torch.compile's AOT caches: everything but the tensor values."""
+        return repr(self.spec)
+
     def with_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor], **spec_changes) -> "AffineQuantizedTensor":
         """A new tensor with ``fn`` applied to every inner tensor and the spec fields replaced."""
         spec = dataclasses.replace(self.spec, **spec_changes)

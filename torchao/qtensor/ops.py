@@ -63,6 +63,36 @@ def _untranspose(w_t, func) -> AffineQuantizedTensor:
     )
 
 
+# ---- embedding and convolution ----------------------------------------------------------------------
+
+
+@implements(F.embedding)
+def _embedding(func, types, args, kwargs):
+    ids, w = args[0], args[1]
+    if not _is_aqt(w) or _is_aqt(ids):
+        raise NotImplementedError("embedding needs integer ids and a quantized weight")
+    max_norm = args[3] if len(args) > 3 else kwargs.get("max_norm")
+    if max_norm is not None:
+        raise NotImplementedError("embedding with max_norm renormalizes the weight in place; not on a quantized weight")
+    flat = ids.reshape(-1)
+    s = w.spec
+    if w.quant_layout.rows_gatherable and s.block_size[0] == 1 and not s.transposed:
+        # gather the packed rows, then dequantize only those
+        rows = w.with_tensors(lambda t: t.index_select(0, flat), shape=(flat.numel(),) + tuple(s.shape[1:])).dequantize()
+    else:
+        rows = w.dequantize().index_select(0, flat)
+    return rows.reshape(*ids.shape, *s.shape[1:])
+
+
+@implements(F.conv1d, F.conv2d, F.conv3d)
+def _conv(func, types, args, kwargs):
+    x, w = args[0], args[1]
+    if _is_aqt(x) or not _is_aqt(w):
+        raise NotImplementedError(f"{func.__name__} needs a float input and a quantized weight")
+    x_dtype = x.dtype
+    return func(x, w.dequantize(x_dtype), *args[2:], **kwargs)
+
+
 # ---- structure-preserving ops --------------------------------------------------------------------
 
 

@@ -60,6 +60,7 @@ def quantize_(
     targets = _targets(model, filter_fn)
     precheck = getattr(apply_fn_or_config, "unsupported_reason", None)
     skipped = {fqn: reason for fqn, m in targets if precheck and (reason := precheck(m.weight))}
+    skipped.update(_shared_with_unselected(model, targets))
     if strict and skipped:
         raise UnsupportedWeight(
             "quantize_(strict=True): cannot serve " + "; ".join(f"{fqn}: {r}" for fqn, r in skipped.items())
@@ -89,6 +90,23 @@ def quantize_(
         modules[fqn].weight = param
     if skipped:
         _warn_skipped(skipped)
+
+
+def _shared_with_unselected(model: nn.Module, targets) -> Dict[str, str]:
+    """Targets whose weight is also held by a module that is not being quantized (e.g. an embedding tied to
+    an lm_head when only Linear layers are selected): those stay in float, so the tie and the other
+    module's float math both survive."""
+    selected = {fqn for fqn, _ in targets}
+    holders: Dict[int, List[str]] = {}
+    for fqn, module in model.named_modules(remove_duplicate=False):
+        for name, param in module.named_parameters(recurse=False):
+            holders.setdefault(id(param), []).append(f"{fqn}.{name}" if fqn else name)
+    reasons = {}
+    for fqn, module in targets:
+        others = [h for h in holders.get(id(module.weight), []) if h.rpartition(".")[0] not in selected]
+        if others:
+            reasons[fqn] = f"weight shared with {', '.join(others)}, which is not being quantized"
+    return reasons
 
 
 def _check_result(fqn: str, weight: torch.Tensor, quantized) -> None:

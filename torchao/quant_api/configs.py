@@ -14,6 +14,7 @@ import torch
 
 from torchao.qtensor import AffineQuantizedTensor, MappingType, ZeroPointDomain
 from torchao.qtensor.layouts import QuantSpec
+from torchao.quant_api.hqq import hqq_quantize
 from torchao.quant_api.weight_format import IntFormat, best_int4_layout, quantized_weight
 
 __all__ = [
@@ -145,22 +146,49 @@ class Int8DynamicActivationInt4WeightConfig(WeightConfig):
 
 @dataclass(frozen=True)
 class IntxWeightOnlyConfig(WeightConfig):
-    """Round-to-nearest weights of any width 1..8 bits, per group of ``group_size`` input features
-    (None: per channel); asymmetric with an integer zero point, or symmetric. <= 4 bits use the int4
-    kernel layouts (values stored 4-bit), wider ones the plain layout."""
+    """Round-to-nearest weights of any width 1..8 bits.
+
+    Linear weights (N, K): groups of ``group_size`` input features (None: per channel); <= 4 bits use the
+    int4 kernel layouts. Convolution weights (O, I, *kernel): per output channel, or groups of ``group_size``
+    input channels (with the whole kernel window), densely bit-packed below 8 bits. Asymmetric with an
+    integer zero point, or ``sym``. ``use_hqq``: optimize the zero point with HQQ (asymmetric, 2-D; the
+    zero point becomes a float), ``hqq_scale`` also the scale.
+    """
 
     bits: int = 4
     group_size: Optional[int] = 128
     sym: bool = False
+    use_hqq: bool = False
+    hqq_scale: bool = False
 
     def unsupported_reason(self, weight):
         IntFormat.for_bits(self.bits, self.sym)
-        return super().unsupported_reason(weight) or (
-            _group_reason(weight, self.group_size) if self.group_size else None)
+        if self.use_hqq and self.sym:
+            raise ValueError("HQQ optimizes a zero point: it needs sym=False")
+        if isinstance(weight, AffineQuantizedTensor):
+            return "already quantized"
+        if not weight.is_floating_point() or weight.dim() < 2:
+            return f"needs a float weight of 2 or more dims, got {tuple(weight.shape)} {weight.dtype}"
+        if weight.dim() > 2 and self.use_hqq:
+            return "HQQ is implemented for 2-D (Linear / Embedding) weights"
+        if self.group_size and weight.shape[1] % self.group_size:
+            unit = "in_features" if weight.dim() == 2 else "input channels"
+            return f"{unit} {weight.shape[1]} is not divisible by group_size {self.group_size}"
+        return None
 
     def quantize(self, weight):
         fmt = IntFormat.for_bits(self.bits, self.sym)
         group = self.group_size or weight.shape[1]
+        if weight.dim() > 2:
+            return AffineQuantizedTensor.from_float(
+                weight, fmt.mapping_type, (1, group) + tuple(weight.shape[2:]), fmt.target_dtype, fmt.quant_min,
+                fmt.quant_max, eps=1e-8, scale_dtype=weight.dtype, zero_point_dtype=torch.int32,
+                zero_point_domain=fmt.zero_point_domain, layout="bitpacked" if self.bits < 8 else "plain",
+            )
+        if self.use_hqq:
+            q, scale, zero = hqq_quantize(weight, fmt, group, optimize_scale=self.hqq_scale)
+            return quantized_weight(q.to(fmt.storage_dtype), scale.to(weight.dtype), zero, fmt, group, weight.dtype,
+                                    float_zero_point=True)
         plain = AffineQuantizedTensor.from_float(
             weight, fmt.mapping_type, (1, group), fmt.target_dtype, fmt.quant_min, fmt.quant_max, eps=1e-8,
             scale_dtype=weight.dtype, zero_point_dtype=torch.int32, zero_point_domain=fmt.zero_point_domain,
@@ -169,8 +197,9 @@ class IntxWeightOnlyConfig(WeightConfig):
         return quantized_weight(int_data, scale, zero_point, fmt, group, weight.dtype)
 
 
-def intx_weight_only(bits: int = 4, group_size: Optional[int] = 128, sym: bool = False) -> IntxWeightOnlyConfig:
-    return IntxWeightOnlyConfig(bits, group_size, sym)
+def intx_weight_only(bits: int = 4, group_size: Optional[int] = 128, sym: bool = False, use_hqq: bool = False,
+                     hqq_scale: bool = False) -> IntxWeightOnlyConfig:
+    return IntxWeightOnlyConfig(bits, group_size, sym, use_hqq, hqq_scale)
 
 
 def int8_weight_only() -> Int8WeightOnlyConfig:

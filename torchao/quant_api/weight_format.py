@@ -87,16 +87,25 @@ def quantized_weight(
     group_size: int,
     dtype: torch.dtype,
     layout: Optional[str] = None,
+    float_zero_point: bool = False,
 ) -> AffineQuantizedTensor:
     """An (N, K) AffineQuantizedTensor from integers computed elsewhere, in ``layout`` or else the fastest
-    layout for the device (the CPU int4 kernel / the packed Triton layout for <= 4 bits, plain otherwise)."""
-    zp = None if fmt.sym else zero_point.round().to(torch.int32)
+    layout for the device (the CPU int4 kernel / the packed Triton layout for <= 4 bits, plain otherwise).
+
+    zero_point: integers for asymmetric formats; with ``float_zero_point`` it is a float offset in q units
+    (W ~ (q - zero_point) * scale, as HQQ makes), stored in ZeroPointDomain.FLOAT form."""
+    domain = ZeroPointDomain.FLOAT if float_zero_point else fmt.zero_point_domain
+    if float_zero_point:
+        mid = (fmt.quant_min + fmt.quant_max + 1) / 2
+        zp = ((mid - zero_point.to(torch.float32)) * scale.to(torch.float32)).to(scale.dtype)
+    else:
+        zp = None if fmt.sym else zero_point.round().to(torch.int32)
     if layout is None:
         spec = QuantSpec(tuple(int_data.shape), dtype, (1, group_size), fmt.target_dtype, fmt.quant_min,
-                         fmt.quant_max, fmt.zero_point_domain, "int4_packed")
+                         fmt.quant_max, domain, "int4_packed")
         fallback = "int4_packed" if get_layout("int4_packed").unsupported_reason(spec, int_data.device) is None else "plain"
         layout = best_int4_layout(spec, int_data.device, fallback) if fmt.bits <= 4 else "plain"
     return AffineQuantizedTensor.from_plain(
         int_data, scale, zp, (1, group_size), fmt.target_dtype, fmt.quant_min, fmt.quant_max,
-        fmt.zero_point_domain, dtype=dtype, layout=layout,
+        domain, dtype=dtype, layout=layout,
     )

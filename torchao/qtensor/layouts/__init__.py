@@ -4,6 +4,8 @@ from torchao.qtensor.layouts.base import LAYOUTS, Layout, QuantSpec, get_layout,
 from torchao.qtensor.layouts.plain import PlainLayout
 from torchao.qtensor.layouts.int4_packed import Int4PackedLayout
 from torchao.qtensor.layouts.int4_cpu import Int4CPULayout
+from torchao.qtensor.layouts.bitpacked import BitPackedLayout
+from torchao.qtensor.layouts.q4_0 import Q4_0Layout
 
 __all__ = [
     "LAYOUTS",
@@ -14,4 +16,6 @@ __all__ = [
     "PlainLayout",
     "Int4PackedLayout",
     "Int4CPULayout",
+    "BitPackedLayout",
+    "Q4_0Layout",
 ]

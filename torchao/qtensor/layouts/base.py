@@ -72,6 +72,8 @@ class Layout:
     tensor_names: ClassVar[Tuple[str, ...]]
     #: device types this layout's data can live on (None: any)
     device_types: ClassVar[Optional[Tuple[str, ...]]] = None
+    #: every inner tensor has the weight's rows as dim 0 (so rows can be gathered without unpacking all)
+    rows_gatherable: ClassVar[bool] = False
 
     @classmethod
     def unsupported_reason(cls, spec: QuantSpec, device: torch.device) -> Optional[str]:

@@ -44,6 +44,7 @@ class Int4PackedLayout(Layout):
     """packed: (N, K // 2) uint8 (see nibbles.py); scale, zero_point: (N, K // group_size) or (N,)."""
 
     name = "int4_packed"
+    rows_gatherable = True
     tensor_names = ("packed", "scale", "zero_point")
 
     @classmethod

@@ -11,6 +11,7 @@ class PlainLayout(Layout):
     scale, zero_point: one element per block (zero_point absent for ZeroPointDomain.NONE)."""
 
     name = "plain"
+    rows_gatherable = True
     tensor_names = ("int_data", "scale", "zero_point")
 
     @classmethod
