@@ -4,7 +4,7 @@
 
 For each config: size of the saved state_dict and of the weights in memory, logits SQNR and perplexity
 against the float model on held-out text, and forward latency (one token, and a 128-token prompt),
-eager and torch.compile'd. Default model: the test bed (../shared/testbed/pyllama-5m).
+eager and torch.compile'd. Default model: the test-bed Llama vendored in benchmarks/assets (bf16).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from torchao.quantization import (
 )
 from torchao.utils import benchmark_model
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "shared" / "testbed" / "pyllama-5m"
+DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "pyllama-5m-bf16"  # the test bed, vendored
 CONFIGS = {
     "float": None,
     "int8wo": int8_weight_only,
@@ -77,8 +77,13 @@ def evaluation_ids(path: Path, length: int = 256) -> torch.Tensor:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
-    val = path / "val.txt"
-    text = val.read_text()[len(val.read_text()) // 2:] if val.exists() else "def main():\n    return 0\n" * 200
+    val, sample = path / "val.txt", path / "sample.txt"
+    if val.exists():
+        text = val.read_text()[len(val.read_text()) // 2:]
+    elif sample.exists():
+        text = sample.read_text()
+    else:
+        text = "def main():\n    return 0\n" * 200
     return tokenizer(text[:20 * length], return_tensors="pt").input_ids[:, :length]
 
 

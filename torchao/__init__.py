@@ -11,6 +11,7 @@ from torchao.quant_api import quantize, quantize_
 from torchao.quant_api.autoquant import autoquant
 from torchao.checkpoint import load_quantized, save_quantized
 from torchao.export import export_aoti, load_aoti
+from torchao import dtypes, quantization  # noqa: F401  (``torchao.dtypes.X`` works after ``import torchao``)
 
 _compat.install()
 

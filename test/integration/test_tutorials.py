@@ -6,6 +6,7 @@ import unittest
 from pathlib import Path
 
 from expecttest import TestCase
+from testbed import requires_pyllama
 
 TUTORIALS = Path(__file__).resolve().parents[2] / "tutorials"
 
@@ -16,6 +17,21 @@ class TestTutorials(TestCase):
                                 timeout=600)
         self.assertEqual(result.returncode, 0, msg=result.stdout + result.stderr)
         return result.stdout
+
+    def test_quick_start(self):
+        self.assertIn("int4 weight-only g128", self.run_tutorial("quick_start.py"))
+
+    def test_autoquant_cache(self):
+        self.assertIn("with 0 new timings", self.run_tutorial("autoquant_cache.py"))
+
+    def test_extending(self):
+        out = self.run_tutorial("extending.py")
+        self.assertIn("bitpacked", out)
+        self.assertIn("sign_magnitude", out)
+
+    @requires_pyllama
+    def test_calibrated_quantization(self):
+        self.assertIn("autoround w3g128", self.run_tutorial("calibrated_quantization.py"))
 
     def test_deploy_aoti(self):
         out = self.run_tutorial("deploy_aoti.py")

@@ -99,6 +99,10 @@ LAYOUTS: Dict[str, Type[Layout]] = {}
 
 def register_layout(cls: Type[Layout]) -> Type[Layout]:
     """Class decorator: add a Layout to the table under ``cls.name``."""
+    shadowed = [n for n in cls.tensor_names if hasattr(torch.Tensor, n)]
+    if shadowed:
+        raise ValueError(f"layout '{cls.name}': tensor_names {shadowed} shadow torch.Tensor attributes; "
+                         "pick other names (they become attributes of the quantized tensor)")
     if cls.name in LAYOUTS and LAYOUTS[cls.name] is not cls:
         raise ValueError(f"layout name '{cls.name}' is already registered by {LAYOUTS[cls.name].__qualname__}")
     LAYOUTS[cls.name] = cls

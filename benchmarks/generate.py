@@ -1,0 +1,232 @@
+"""Greedy generation with a static KV cache (benchmarks/llama.py): the seed README's table, measured here.
+
+    python benchmarks/generate.py [--model testbed|1b|DIR] [--variants float int8wo ...] [--batch 1 8]
+                                  [--modes eager compiled] [--tokens 32] [--plot out.png] [--quick]
+
+Per variant (each in its own process, so memory is its own): tokens/s of decoding, time to first token
+(prefill of a 128-token prompt), resident memory, weight bytes, achieved bandwidth (weight bytes read per
+decode step x steps/s) and, for a real checkpoint, perplexity on held-out text. bf16 throughout.
+"1b" is a random-weight Llama shaped like TinyLlama-1.1B (hidden 2048, 22 layers, MLP 5632, 4 KV heads).
+GPTQ and AutoRound calibrate on the first half of the test bed's val.txt (the testbed model only: on
+random weights they are just int4 weights, as fast as int4wo).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+PYLLAMA = HERE.parents[1] / "shared" / "testbed" / "pyllama-5m"
+ALL_VARIANTS = ["float", "int8wo", "int4wo-64", "int4wo-128", "int8dq", "gptq", "autoround", "autoquant"]
+
+
+# ---- worker: one variant -----------------------------------------------------------------------------
+
+
+def load_model(name: str):
+    from llama import Llama, LlamaArgs
+
+    if name == "1b":
+        torch.manual_seed(0)
+        args = LlamaArgs(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
+                         num_key_value_heads=4, vocab_size=32000, max_position_embeddings=1024)
+        return Llama(args).to(torch.bfloat16).eval()
+    path = PYLLAMA if name == "testbed" else Path(name)
+    return Llama.from_pretrained(path, torch.bfloat16)
+
+
+def text_ids(model_name: str):
+    """(calibration texts, held-out ids) for a real checkpoint; None for random weights."""
+    if model_name == "1b":
+        return None
+    from transformers import AutoTokenizer
+
+    path = PYLLAMA if model_name == "testbed" else Path(model_name)
+    text = (PYLLAMA / "val.txt").read_text() if (PYLLAMA / "val.txt").exists() else ""
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    half = len(text) // 2
+    return tokenizer, text[:half], tokenizer(text[half:], return_tensors="pt").input_ids[0]
+
+
+def quantize(model, variant: str, texts, quick: bool):
+    import torchao
+    from torchao.quantization import (
+        autoround,
+        gptq,
+        int4_weight_only,
+        int8_dynamic_activation_int8_weight,
+        int8_weight_only,
+    )
+
+    in_blocks = lambda m, n: isinstance(m, torch.nn.Linear) and n.startswith("model.layers.")  # noqa: E731
+    configs = {
+        "int8wo": int8_weight_only, "int8dq": int8_dynamic_activation_int8_weight,
+        "int4wo-64": lambda: int4_weight_only(group_size=64), "int4wo-128": lambda: int4_weight_only(group_size=128),
+    }
+    if variant in configs:
+        torchao.quantize_(model, configs[variant]())
+    elif variant in ("gptq", "autoround"):
+        if texts is None:
+            raise SystemExit(f"{variant} needs a real checkpoint with calibration text")
+        tokenizer, calib, _ = texts
+        n = 16 if quick else 128
+        config = gptq(calib, bits=4, group_size=128, tokenizer=tokenizer, seqlen=256, n_samples=n, progress=False) \
+            if variant == "gptq" else autoround(calib, bits=4, group_size=128, tokenizer=tokenizer, seqlen=256,
+                                                 n_samples=n, iters=20 if quick else 200, progress=False)
+        torchao.quantize_(model, config, filter_fn=in_blocks)
+        torchao.quantize_(model, int4_weight_only(group_size=128))  # lm_head, as the int4wo variants
+    elif variant == "autoquant":
+        model = torchao.autoquant(model, manual=True, quiet=True, mode={})
+        with torch.no_grad():
+            model(torch.zeros(1, 128, dtype=torch.long))
+            model(torch.zeros(1, 1, dtype=torch.long))
+        model.finalize_autoquant()
+    return model
+
+
+def weight_bytes(model) -> int:
+    from torchao.dtypes import AffineQuantizedTensor
+
+    total = 0
+    for name, p in model.named_parameters():
+        if "embed_tokens" in name:
+            continue  # decoding reads a few rows of the embedding table, not all of it
+        inner = p.inner_tensors().values() if isinstance(p, AffineQuantizedTensor) else [p]
+        total += sum(t.numel() * t.element_size() for t in inner)
+    return total
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@torch.no_grad()
+def generate(model, step, prompt: torch.Tensor, new_tokens: int):
+    """Greedy decoding; returns (time to first token s, decode tokens/s, tokens)."""
+    batch, plen = prompt.shape
+    model.setup_caches(batch, plen + new_tokens)
+    start = time.perf_counter()
+    logits = model(prompt, torch.arange(plen))
+    token = logits[:, -1].argmax(-1, keepdim=True)
+    ttft = time.perf_counter() - start
+    out = [token]
+    start = time.perf_counter()
+    for i in range(new_tokens - 1):
+        token = step(token, torch.tensor([plen + i])).argmax(-1)
+        out.append(token)
+    decode = time.perf_counter() - start
+    return ttft, batch * (new_tokens - 1) / decode, torch.cat(out, dim=1)
+
+
+def worker(args) -> None:
+    from torchao._eval import perplexity
+
+    texts = text_ids(args.model)
+    model = load_model(args.model)
+    start = time.perf_counter()
+    model = quantize(model, args.worker, texts, args.quick)
+    quant_s = time.perf_counter() - start
+    ppl = perplexity(model, texts[2], 256, 4 if args.quick else 32) if texts else None
+    wbytes = weight_bytes(model)
+    for mode in args.modes:
+        torch._dynamo.reset()
+        step = torch.compile(model, fullgraph=True, dynamic=False) if mode == "compiled" else model
+        for batch in args.batch:
+            prompt = torch.randint(0, model.args.vocab_size, (batch, 128))
+            generate(model, step, prompt, 4)  # warm up / compile
+            ttft, tok_s, _ = generate(model, step, prompt, args.tokens)
+            steps_per_s = tok_s / batch
+            print(json.dumps(dict(variant=args.worker, mode=mode, batch=batch, tok_s=tok_s, ttft_ms=ttft * 1e3,
+                                  rss_mb=rss_mb(), weight_mb=wbytes / 2**20, bandwidth_gbs=wbytes * steps_per_s / 1e9,
+                                  ppl=ppl, quantize_s=quant_s)), flush=True)
+
+
+# ---- driver ----------------------------------------------------------------------------------------
+
+
+def run_variant(variant: str, args) -> list:
+    cmd = [sys.executable, __file__, "--worker", variant, "--model", args.model, "--tokens", str(args.tokens),
+           "--batch", *map(str, args.batch), "--modes", *args.modes] + (["--quick"] if args.quick else [])
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    if result.returncode != 0:
+        print(f"  {variant} failed:\n{result.stderr[-2000:]}", file=sys.stderr)
+    return rows
+
+
+def table(rows) -> str:
+    lines = ["| variant | mode | batch | tok/s | vs float | TTFT ms | RSS MB | weights MB | GB/s | ppl |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    base = {(r["mode"], r["batch"]): r["tok_s"] for r in rows if r["variant"] == "float"}
+    for r in rows:
+        ratio = r["tok_s"] / base[(r["mode"], r["batch"])] if (r["mode"], r["batch"]) in base else float("nan")
+        ppl = "-" if r["ppl"] is None else f"{r['ppl']:.2f}"
+        lines.append(f"| {r['variant']} | {r['mode']} | {r['batch']} | {r['tok_s']:.1f} | {ratio:.2f}x | "
+                     f"{r['ttft_ms']:.0f} | {r['rss_mb']:.0f} | {r['weight_mb']:.1f} | {r['bandwidth_gbs']:.2f} | {ppl} |")
+    return "\n".join(lines)
+
+
+def plot(rows, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib is not installed: no plot)", file=sys.stderr)
+        return
+    points = [r for r in rows if r["ppl"] is not None and r["batch"] == 1 and r["mode"] == "compiled"]
+    if not points:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in points:
+        ax.scatter(r["tok_s"], r["ppl"])
+        ax.annotate(r["variant"], (r["tok_s"], r["ppl"]), textcoords="offset points", xytext=(4, 4))
+    ax.set_xlabel("decode tokens/s (batch 1, compiled)")
+    ax.set_ylabel("perplexity (lower is better)")
+    ax.set_title("speed vs quality")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="testbed", help="testbed, 1b, or a local transformers Llama directory")
+    parser.add_argument("--variants", nargs="*", default=ALL_VARIANTS, choices=ALL_VARIANTS)
+    parser.add_argument("--batch", nargs="*", type=int, default=[1, 8])
+    parser.add_argument("--modes", nargs="*", default=["eager", "compiled"], choices=["eager", "compiled"])
+    parser.add_argument("--tokens", type=int, default=32, help="new tokens per generation")
+    parser.add_argument("--plot", type=Path, default=None, help="write tokens/s vs perplexity as a PNG")
+    parser.add_argument("--quick", action="store_true", help="few tokens and calibration samples (CI)")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.tokens = min(args.tokens, 8)
+    if args.worker:
+        worker(args)
+        return 0
+    variants = [v for v in args.variants if not (args.model == "1b" and v in ("gptq", "autoround"))]
+    rows = []
+    for variant in variants:
+        rows += run_variant(variant, args)
+        print(f"  measured {variant}", file=sys.stderr)
+    print(f"\n{args.model}, bf16, torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+          f"{args.tokens} new tokens after a 128-token prompt\n")
+    print(table(rows))
+    if args.plot:
+        plot(rows, args.plot)
+    return 0 if rows else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

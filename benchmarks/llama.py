@@ -1,0 +1,161 @@
+"""A minimal Llama (gpt-fast style) with a static KV cache, loading transformers Llama checkpoints.
+
+Why our own module rather than transformers' generate: a fixed-shape decode step (one token, a
+preallocated cache written with index_copy_) compiles into one graph with no recompilation per token,
+and every Linear keeps the transformers name, so torchao's quantize_, GPTQ and AutoRound apply unchanged.
+Without ``setup_caches`` the model runs plain causal attention (calibration, perplexity).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class LlamaArgs:
+    vocab_size: int = 32000
+    hidden_size: int = 2048
+    intermediate_size: int = 5632
+    num_hidden_layers: int = 16
+    num_attention_heads: int = 32
+    num_key_value_heads: int = 4
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    max_position_embeddings: int = 2048
+
+    @classmethod
+    def from_hf_config(cls, path: Path) -> "LlamaArgs":
+        cfg = json.loads((Path(path) / "config.json").read_text())
+        rope = (cfg.get("rope_parameters") or {}).get("rope_theta", cfg.get("rope_theta", 10000.0))
+        fields = {k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg}
+        return cls(**{**fields, "rope_theta": rope})
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+class KVCache(nn.Module):
+    def __init__(self, batch: int, heads: int, max_seq: int, head_dim: int, dtype):
+        super().__init__()
+        self.register_buffer("k", torch.zeros(batch, heads, max_seq, head_dim, dtype=dtype), persistent=False)
+        self.register_buffer("v", torch.zeros(batch, heads, max_seq, head_dim, dtype=dtype), persistent=False)
+
+    def update(self, pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        self.k.index_copy_(2, pos, k)
+        self.v.index_copy_(2, pos, v)
+        return self.k, self.v
+
+
+def _rotate_half(x):
+    a, b = x.chunk(2, dim=-1)
+    return torch.cat([-b, a], dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, a: LlamaArgs):
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = a.num_attention_heads, a.num_key_value_heads, a.head_dim
+        self.q_proj = nn.Linear(a.hidden_size, self.heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(a.hidden_size, self.kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(a.hidden_size, self.kv_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.heads * self.head_dim, a.hidden_size, bias=False)
+        self.kv_cache: Optional[KVCache] = None
+
+    def forward(self, x, cos, sin, pos, mask):
+        b, s, _ = x.shape
+        q = self.q_proj(x).view(b, s, self.heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+        if mask is not None:  # decoding with the static cache
+            k, v = self.kv_cache.update(pos, k, v)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        return self.o_proj(out.transpose(1, 2).reshape(b, s, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, a: LlamaArgs):
+        super().__init__()
+        self.gate_proj = nn.Linear(a.hidden_size, a.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(a.hidden_size, a.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(a.intermediate_size, a.hidden_size, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, a: LlamaArgs):
+        super().__init__()
+        self.self_attn, self.mlp = Attention(a), MLP(a)
+        self.input_layernorm = nn.RMSNorm(a.hidden_size, eps=a.rms_norm_eps)
+        self.post_attention_layernorm = nn.RMSNorm(a.hidden_size, eps=a.rms_norm_eps)
+
+    def forward(self, x, cos, sin, pos, mask):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, pos, mask)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Inner(nn.Module):
+    def __init__(self, a: LlamaArgs):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(a.vocab_size, a.hidden_size)
+        self.layers = nn.ModuleList(Block(a) for _ in range(a.num_hidden_layers))
+        self.norm = nn.RMSNorm(a.hidden_size, eps=a.rms_norm_eps)
+
+
+class Llama(nn.Module):
+    """forward(idx (B, S) int64, input_pos (S,) int64 or None) -> logits (B, S, vocab)."""
+
+    def __init__(self, a: LlamaArgs):
+        super().__init__()
+        self.args = a
+        self.model = Inner(a)
+        self.lm_head = nn.Linear(a.hidden_size, a.vocab_size, bias=False)
+        inv = 1.0 / (a.rope_theta ** (torch.arange(0, a.head_dim, 2, dtype=torch.float32) / a.head_dim))
+        freqs = torch.outer(torch.arange(a.max_position_embeddings, dtype=torch.float32), inv)
+        emb = torch.cat([freqs, freqs], dim=-1)
+        self.register_buffer("cos", emb.cos(), persistent=False)
+        self.register_buffer("sin", emb.sin(), persistent=False)
+        self.max_seq = 0
+
+    @classmethod
+    def from_pretrained(cls, path, dtype=torch.bfloat16) -> "Llama":
+        from safetensors.torch import load_file
+
+        model = cls(LlamaArgs.from_hf_config(path))
+        state = load_file(str(Path(path) / "model.safetensors"))
+        model.load_state_dict(state, strict=False)
+        missing = set(model.state_dict()) - set(state)
+        if missing:
+            raise ValueError(f"{path}: checkpoint lacks {sorted(missing)[:4]}")
+        return model.to(dtype).eval()
+
+    def setup_caches(self, batch: int, max_seq: int) -> None:
+        dtype = self.lm_head.weight.dtype
+        for block in self.model.layers:
+            block.self_attn.kv_cache = KVCache(batch, self.args.num_key_value_heads, max_seq, self.args.head_dim,
+                                               dtype).to(self.cos.device)
+        self.max_seq = max_seq
+        self.register_buffer("causal", torch.tril(torch.ones(max_seq, max_seq, dtype=torch.bool)), persistent=False)
+
+    def forward(self, idx: torch.Tensor, input_pos: Optional[torch.Tensor] = None) -> torch.Tensor:
+        s = idx.shape[1]
+        pos = torch.arange(s, device=idx.device) if input_pos is None else input_pos
+        dtype = self.model.embed_tokens.weight.dtype
+        cos, sin = self.cos[pos].to(dtype), self.sin[pos].to(dtype)
+        mask = self.causal[pos].unsqueeze(0).unsqueeze(0) if (self.max_seq and input_pos is not None) else None
+        x = self.model.embed_tokens(idx)
+        for block in self.model.layers:
+            x = block(x, cos, sin, pos, mask)
+        return self.lm_head(self.model.norm(x))

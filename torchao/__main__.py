@@ -1,0 +1,5 @@
+import sys
+
+from torchao.cli import main
+
+sys.exit(main())

@@ -1,0 +1,56 @@
+"""Tutorial: GPTQ and AutoRound on the test-bed Llama, against plain rounding.
+
+    python tutorials/calibrated_quantization.py [--fast] [--model DIR]
+
+Both calibrate on local text (no hub), block by block, and leave kernel-ready int4 weights.
+"""
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+
+import torch
+
+import torchao
+from torchao._eval import perplexity
+from torchao.quantization import autoround, gptq, intx_weight_only
+
+DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "testbed" / "pyllama-5m"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--fast", action="store_true")
+    parser.add_argument("--model", type=Path, default=DEFAULT)
+    args = parser.parse_args(argv)
+    if not (args.model / "config.json").exists():
+        print(f"no checkpoint at {args.model}; pass --model DIR", file=sys.stderr)
+        return 2
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    text = (args.model / "val.txt").read_text()
+    calib, held_out = text[: len(text) // 2], text[len(text) // 2:]
+    ids = tokenizer(held_out[:200_000], return_tensors="pt").input_ids[0]
+    base = AutoModelForCausalLM.from_pretrained(args.model).eval()
+    windows, n, iters = (4, 16, 20) if args.fast else (32, 128, 200)
+    blocks = lambda m, name: isinstance(m, torch.nn.Linear) and ".layers." in name  # noqa: E731
+    results = {"float": perplexity(base, ids, 256, windows)}
+    for name, config in [
+        ("rtn w3g128", intx_weight_only(3, 128)),
+        ("gptq w3g128", gptq([calib], bits=3, group_size=128, tokenizer=tokenizer, seqlen=256, n_samples=n)),
+        ("autoround w3g128", autoround([calib], bits=3, group_size=128, tokenizer=tokenizer, seqlen=256,
+                                       n_samples=n, iters=iters, bs=8)),
+    ]:
+        model = copy.deepcopy(base)
+        torchao.quantize_(model, config, filter_fn=blocks)
+        results[name] = perplexity(model, ids, 256, windows)
+    for name, ppl in results.items():
+        print(f"{name:18s} perplexity {ppl:.3f}")
+    assert results["gptq w3g128"] < results["rtn w3g128"] * 1.02
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
