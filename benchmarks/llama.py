@@ -115,7 +115,7 @@ class Inner(nn.Module):
 
 
 class Llama(nn.Module):
-    """forward(idx (B, S) int64, input_pos (S,) int64 or None) -> logits (B, S, vocab)."""
+    """forward(input_ids (B, S) int64, input_pos (S,) int64 or None) -> logits (B, S, vocab) float."""
 
     def __init__(self, a: LlamaArgs):
         super().__init__()
@@ -142,20 +142,28 @@ class Llama(nn.Module):
         return model.to(dtype).eval()
 
     def setup_caches(self, batch: int, max_seq: int) -> None:
+        """Static caches for ``batch`` sequences of up to ``max_seq`` tokens; the same shapes reuse (zeroed)
+        buffers, so a compiled decode step keeps its graph across generations."""
         dtype = self.lm_head.weight.dtype
+        cache = self.model.layers[0].self_attn.kv_cache
+        if cache is not None and cache.k.shape[0] == batch and cache.k.shape[2] == max_seq and cache.k.dtype == dtype:
+            for block in self.model.layers:
+                block.self_attn.kv_cache.k.zero_()
+                block.self_attn.kv_cache.v.zero_()
+            return
         for block in self.model.layers:
             block.self_attn.kv_cache = KVCache(batch, self.args.num_key_value_heads, max_seq, self.args.head_dim,
                                                dtype).to(self.cos.device)
         self.max_seq = max_seq
         self.register_buffer("causal", torch.tril(torch.ones(max_seq, max_seq, dtype=torch.bool)), persistent=False)
 
-    def forward(self, idx: torch.Tensor, input_pos: Optional[torch.Tensor] = None) -> torch.Tensor:
-        s = idx.shape[1]
-        pos = torch.arange(s, device=idx.device) if input_pos is None else input_pos
+    def forward(self, input_ids: torch.Tensor, input_pos: Optional[torch.Tensor] = None) -> torch.Tensor:
+        s = input_ids.shape[1]
+        pos = torch.arange(s, device=input_ids.device) if input_pos is None else input_pos
         dtype = self.model.embed_tokens.weight.dtype
         cos, sin = self.cos[pos].to(dtype), self.sin[pos].to(dtype)
         mask = self.causal[pos].unsqueeze(0).unsqueeze(0) if (self.max_seq and input_pos is not None) else None
-        x = self.model.embed_tokens(idx)
+        x = self.model.embed_tokens(input_ids)
         for block in self.model.layers:
             x = block(x, cos, sin, pos, mask)
         return self.lm_head(self.model.norm(x))

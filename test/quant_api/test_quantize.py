@@ -107,7 +107,7 @@ class TestQuantizeSemantics(TestCase):
         messages = [str(w.message) for w in caught if "quantize_" in str(w.message)]
         self.assertEqual(len(messages), 1)
         self.assertExpectedInline(messages[0], """\
-quantize_ left 2 layer(s) in float:
+quantize_ left 2 layer(s) unchanged:
   1: in_features 32 is not divisible by group_size 64
   2: in_features 96 is not divisible by group_size 64""")
 

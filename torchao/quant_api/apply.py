@@ -30,7 +30,7 @@ def _targets(model: nn.Module, filter_fn: FilterFn) -> List[Tuple[str, nn.Module
 
 def _warn_skipped(skipped: Dict[str, str]) -> None:
     lines = "\n".join(f"  {fqn}: {reason}" for fqn, reason in skipped.items())
-    warnings.warn(f"quantize_ left {len(skipped)} layer(s) in float:\n{lines}", stacklevel=3)
+    warnings.warn(f"quantize_ left {len(skipped)} layer(s) unchanged:\n{lines}", stacklevel=3)
 
 
 def quantize_(

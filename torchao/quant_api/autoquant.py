@@ -149,7 +149,7 @@ class AutoQuantPlan:
             for (shape, dtype), count in shapes.items():
                 key = cache_key(name, shape, weight.shape, None if layer.bias is None else layer.bias.shape, dtype)
                 if key not in AUTOQUANT_CACHE:
-                    module = module or self._runner(layer, name)
+                    module = self._runner(layer, name) if module is None else module
                     x = weight.examples[(shape, dtype)]
                     AUTOQUANT_CACHE[key] = self.timer(module, x)
                 total += count * AUTOQUANT_CACHE[key]
