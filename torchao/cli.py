@@ -75,7 +75,8 @@ def _config(args, calib: Optional[str], tokenizer):
         "int4wo": lambda: int4_weight_only(group_size=args.group_size) if args.bits == 4
         else intx_weight_only(args.bits, args.group_size),
         "int8dq": lambda: int8_dynamic_activation_int8_weight(),
-        "gptq": lambda: gptq([half], bits=args.bits, group_size=args.group_size, tokenizer=tokenizer, seqlen=args.seqlen),
+        "gptq": lambda: gptq([half], bits=args.bits, group_size=args.group_size, tokenizer=tokenizer, seqlen=args.seqlen,
+                             n_samples=args.n_samples),
         "autoround": lambda: autoround([half], bits=args.bits, group_size=args.group_size, tokenizer=tokenizer,
                                        seqlen=args.seqlen, iters=args.iters, n_samples=args.n_samples,
                                        bs=min(8, args.n_samples)),

@@ -39,6 +39,17 @@ def sqnr(ref, out):
     return (20 * torch.log10(ref.norm() / (ref - out).norm())).item()
 
 
+class Logits(torch.nn.Module):
+    """ids (B, S) int64 -> logits (B, S, vocab): an export-friendly view of a transformers causal LM."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids):
+        return self.model(ids, use_cache=False).logits
+
+
 @requires_pyllama
 class TestTestbedLlama(TestCase):
     @classmethod
@@ -78,14 +89,6 @@ class TestTestbedLlama(TestCase):
         model = load(torch.float32)
         quantize_(model, int4_weight_only(group_size=64))
 
-        class Logits(torch.nn.Module):
-            def __init__(self, m):
-                super().__init__()
-                self.m = m
-
-            def forward(self, ids):
-                return self.m(ids, use_cache=False).logits
-
         wrapped = Logits(model)
         with tempfile.TemporaryDirectory() as tmp:
             runner = torchao.load_aoti(torchao.export_aoti(wrapped, self.ids[:, :16].expand(2, 16), f"{tmp}/llama.pt2"))
@@ -93,6 +96,31 @@ class TestTestbedLlama(TestCase):
                 ids = self.ids[:, :16].expand(batch, 16).contiguous()
                 with torch.no_grad():
                     self.assertGreater(sqnr(wrapped(ids), runner(ids)), 50)
+
+
+    def test_export_of_calibrated_models(self):
+        """GPTQ at 3 bits (plain layout, dequantize path) and AutoRound at 4 bits (int4 kernel layout) export;
+        the exported program matches eager."""
+        from torchao.quantization import autoround, gptq
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(PYLLAMA)
+        calib = [(PYLLAMA / "val.txt").read_text()[:20000]]
+        configs = {
+            "gptq-w3g64": gptq(calib, bits=3, group_size=64, tokenizer=tokenizer, seqlen=64, n_samples=4, progress=False),
+            "autoround-w4g64": autoround(calib, bits=4, group_size=64, tokenizer=tokenizer, seqlen=64, n_samples=4,
+                                         bs=2, iters=4, progress=False),
+        }
+        ids = self.ids[:, :16]
+        for name, config in configs.items():
+            model = load(torch.float32)
+            quantize_(model, config, filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear) and fqn != "lm_head")
+            self.assertIsInstance(model.model.layers[0].mlp.up_proj.weight, AffineQuantizedTensor)
+
+            wrapped = Logits(model)
+            with torch.no_grad():
+                ep = torch.export.export(wrapped, (ids,))
+                self.assertGreater(sqnr(wrapped(ids), ep.module()(ids)), 40, msg=name)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -29,6 +29,8 @@ __all__ = [
     "block_output",
     "with_hidden_states",
     "move_to",
+    "stackable",
+    "map_hidden_states",
 ]
 
 
@@ -243,3 +245,39 @@ def run_block(block: nn.Module, inp: BlockInput, device: torch.device) -> torch.
 def with_hidden_states(inp: BlockInput, hidden: torch.Tensor) -> BlockInput:
     """The same block input with its hidden states (first positional argument) replaced."""
     return BlockInput((hidden,) + tuple(inp.args[1:]), inp.kwargs)
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a, b))
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a is b or (not isinstance(a, torch.Tensor) and a == b)
+
+
+def stackable(inputs: Sequence[BlockInput]) -> bool:
+    """True when the inputs differ only in their hidden states (shared masks, positions), so several of
+    them can run as one forward with the hidden states concatenated along dim 0."""
+    first = inputs[0]
+    return all(
+        inp.args[0].shape == first.args[0].shape and _same(inp.args[1:], first.args[1:]) and _same(inp.kwargs, first.kwargs)
+        for inp in inputs[1:]
+    )
+
+
+def map_hidden_states(fn: Callable[[BlockInput], torch.Tensor], inputs: Sequence[BlockInput],
+                      chunk: int = 32) -> List[torch.Tensor]:
+    """``[fn(inp) for inp in inputs]``, each result (rows of inp, ...) on its input's device, computed
+    ``chunk`` inputs per call when they are ``stackable`` (one batched forward instead of ``chunk``)."""
+    outputs: List[torch.Tensor] = []
+    for start in range(0, len(inputs), chunk):
+        group = inputs[start:start + chunk]
+        if len(group) > 1 and stackable(group):
+            hidden = torch.cat([inp.args[0] for inp in group])
+            out = fn(with_hidden_states(group[0], hidden))
+            outputs += [o.to(inp.args[0].device) for o, inp in zip(out.split([i.args[0].shape[0] for i in group]), group)]
+        else:
+            outputs += [fn(inp).to(inp.args[0].device) for inp in group]
+    return outputs

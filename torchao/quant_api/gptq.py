@@ -25,6 +25,7 @@ from torchao.quant_api.calibration import (
     capture_block_inputs,
     get_block_names,
     get_module,
+    map_hidden_states,
     run_block,
     with_hidden_states,
 )
@@ -261,7 +262,8 @@ class GPTQConfig:
                 results[fqn] = nn.Parameter(qweight.to(home), requires_grad=False)
                 # the next blocks see this block's quantized outputs
                 layer.weight = nn.Parameter(qweight.dequantize(), requires_grad=False)
-            outputs = [with_hidden_states(inp, run_block(block, inp, device).to(inp.args[0].device)) for inp in inputs]
+            hidden = map_hidden_states(lambda inp: run_block(block, inp, device), inputs)
+            outputs = [with_hidden_states(inp, h) for inp, h in zip(inputs, hidden)]
         block.to(home)
         return outputs
 

@@ -14,6 +14,7 @@ from torchao.quant_api.gptq import GPTQConfig, Int4WeightOnlyGPTQQuantizer, gptq
 from torchao.quant_api.autoquant import DEFAULT_CANDIDATES, autoquant
 from torchao.quant_api.autoquant_cache import AUTOQUANT_CACHE, load_autoquant_cache, save_autoquant_cache
 from torchao.quant_api.autoround import AutoAdamRound, AutoOPTRound, AutoRound, AutoRoundConfig, autoround
+from torchao.quant_api.registry import COMPRESSION_REGISTRY, Q4_0Config, compress, register_compression
 
 __all__ = list(_quant_api_all) + [
     "MappingType",
@@ -35,4 +36,8 @@ __all__ = list(_quant_api_all) + [
     "AUTOQUANT_CACHE",
     "save_autoquant_cache",
     "load_autoquant_cache",
+    "COMPRESSION_REGISTRY",
+    "Q4_0Config",
+    "compress",
+    "register_compression",
 ]
