@@ -1,12 +1,15 @@
 """Greedy generation with a static KV cache (benchmarks/llama.py): the seed README's table, measured here.
 
-    python benchmarks/generate.py [--model testbed|1b|DIR] [--variants float int8wo ...] [--batch 1 8]
+    python benchmarks/generate.py [--model testbed|1b|8b|DIR] [--device cpu|cuda] [--variants float int8wo ...]
+                                  [--batch 1 8]
                                   [--modes eager compiled] [--tokens 32] [--plot out.png] [--quick]
 
 Per variant (each in its own process, so memory is its own): tokens/s of decoding, time to first token
 (prefill of a 128-token prompt), resident memory, weight bytes, achieved bandwidth (weight bytes read per
 decode step x steps/s) and, for a real checkpoint, perplexity on held-out text. bf16 throughout.
-"1b" is a random-weight Llama shaped like TinyLlama-1.1B (hidden 2048, 22 layers, MLP 5632, 4 KV heads).
+"1b" / "8b" are random-weight Llamas shaped like TinyLlama-1.1B (hidden 2048, 22 layers, MLP 5632, 4 KV
+heads) and Llama-3-8B (hidden 4096, 32 layers, MLP 14336, 8 KV heads, vocab 128256; for a GPU). Memory:
+resident memory on CPU, peak allocated memory on CUDA.
 GPTQ and AutoRound calibrate on the first half of the test bed's val.txt (the testbed model only: on
 random weights they are just int4 weights, as fast as int4wo).
 """
@@ -32,21 +35,30 @@ ALL_VARIANTS = ["float", "int8wo", "int4wo-64", "int4wo-128", "int8dq", "gptq", 
 # ---- worker: one variant -----------------------------------------------------------------------------
 
 
-def load_model(name: str):
+#: random-weight shapes for speed: TinyLlama-1.1B and Llama-3-8B
+RANDOM_SHAPES = {
+    "1b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
+               num_key_value_heads=4, vocab_size=32000),
+    "8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+               num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0),
+}
+
+
+def load_model(name: str, device: torch.device):
     from llama import Llama, LlamaArgs
 
-    if name == "1b":
+    if name in RANDOM_SHAPES:
         torch.manual_seed(0)
-        args = LlamaArgs(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
-                         num_key_value_heads=4, vocab_size=32000, max_position_embeddings=1024)
-        return Llama(args).to(torch.bfloat16).eval()
+        with torch.device(device):
+            model = Llama(LlamaArgs(max_position_embeddings=1024, **RANDOM_SHAPES[name]))
+        return model.to(torch.bfloat16).eval()
     path = PYLLAMA if name == "testbed" else Path(name)
-    return Llama.from_pretrained(path, torch.bfloat16)
+    return Llama.from_pretrained(path, torch.bfloat16).to(device)
 
 
 def text_ids(model_name: str):
     """(calibration texts, held-out ids) for a real checkpoint; None for random weights."""
-    if model_name == "1b":
+    if model_name in RANDOM_SHAPES:
         return None
     from transformers import AutoTokenizer
 
@@ -87,8 +99,8 @@ def quantize(model, variant: str, texts, quick: bool):
     elif variant == "autoquant":
         model = torchao.autoquant(model, manual=True, quiet=True, mode={})
         with torch.no_grad():
-            model(torch.zeros(1, 128, dtype=torch.long))
-            model(torch.zeros(1, 1, dtype=torch.long))
+            model(torch.zeros(1, 128, dtype=torch.long, device=model.cos.device))
+            model(torch.zeros(1, 1, dtype=torch.long, device=model.cos.device))
         model.finalize_autoquant()
     return model
 
@@ -105,9 +117,17 @@ def weight_bytes(model) -> int:
     return total
 
 
-def rss_mb() -> float:
+def memory_mb(device: torch.device) -> float:
+    """CUDA: peak allocated memory; CPU: the process's resident memory now."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 @torch.no_grad()
@@ -115,16 +135,21 @@ def generate(model, step, prompt: torch.Tensor, new_tokens: int, max_seq: int):
     """Greedy decoding with a cache of ``max_seq`` positions (fixed, so a compiled step is reused);
     returns (time to first token s, decode tokens/s, tokens)."""
     batch, plen = prompt.shape
+    device = prompt.device
     model.setup_caches(batch, max_seq)
+    sync(device)
     start = time.perf_counter()
-    logits = model(prompt, torch.arange(plen))
+    logits = model(prompt, torch.arange(plen, device=device))
     token = logits[:, -1].argmax(-1, keepdim=True)
+    sync(device)
     ttft = time.perf_counter() - start
     out = [token]
+    positions = torch.arange(plen, plen + new_tokens, device=device)
     start = time.perf_counter()
     for i in range(new_tokens - 1):
-        token = step(token, torch.tensor([plen + i])).argmax(-1)
+        token = step(token, positions[i:i + 1]).argmax(-1)
         out.append(token)
+    sync(device)
     decode = time.perf_counter() - start
     return ttft, batch * (new_tokens - 1) / decode, torch.cat(out, dim=1)
 
@@ -133,7 +158,8 @@ def worker(args) -> None:
     from torchao._eval import perplexity
 
     texts = text_ids(args.model)
-    model = load_model(args.model)
+    device = torch.device(args.device)
+    model = load_model(args.model, device)
     start = time.perf_counter()
     model = quantize(model, args.worker, texts, args.quick)
     quant_s = time.perf_counter() - start
@@ -143,13 +169,13 @@ def worker(args) -> None:
         torch._dynamo.reset()
         step = torch.compile(model, fullgraph=True, dynamic=False) if mode == "compiled" else model
         for batch in args.batch:
-            prompt = torch.randint(0, model.args.vocab_size, (batch, 128))
+            prompt = torch.randint(0, model.args.vocab_size, (batch, 128), device=device)
             max_seq = prompt.shape[1] + args.tokens
             generate(model, step, prompt, 4, max_seq)  # warm up / compile
             ttft, tok_s, _ = generate(model, step, prompt, args.tokens, max_seq)
             steps_per_s = tok_s / batch
             print(json.dumps(dict(variant=args.worker, mode=mode, batch=batch, tok_s=tok_s, ttft_ms=ttft * 1e3,
-                                  rss_mb=rss_mb(), weight_mb=wbytes / 2**20, bandwidth_gbs=wbytes * steps_per_s / 1e9,
+                                  memory_mb=memory_mb(device), weight_mb=wbytes / 2**20, bandwidth_gbs=wbytes * steps_per_s / 1e9,
                                   ppl=ppl, quantize_s=quant_s)), flush=True)
 
 
@@ -157,7 +183,8 @@ def worker(args) -> None:
 
 
 def run_variant(variant: str, args) -> list:
-    cmd = [sys.executable, __file__, "--worker", variant, "--model", args.model, "--tokens", str(args.tokens),
+    cmd = [sys.executable, __file__, "--worker", variant, "--model", args.model, "--device", args.device,
+           "--tokens", str(args.tokens),
            "--batch", *map(str, args.batch), "--modes", *args.modes] + (["--quick"] if args.quick else [])
     result = subprocess.run(cmd, capture_output=True, text=True)
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
@@ -167,14 +194,14 @@ def run_variant(variant: str, args) -> list:
 
 
 def table(rows) -> str:
-    lines = ["| variant | mode | batch | tok/s | vs float | TTFT ms | RSS MB | weights MB | GB/s | ppl |",
+    lines = ["| variant | mode | batch | tok/s | vs float | TTFT ms | memory MB | weights MB | GB/s | ppl |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     base = {(r["mode"], r["batch"]): r["tok_s"] for r in rows if r["variant"] == "float"}
     for r in rows:
         ratio = r["tok_s"] / base[(r["mode"], r["batch"])] if (r["mode"], r["batch"]) in base else float("nan")
         ppl = "-" if r["ppl"] is None else f"{r['ppl']:.2f}"
         lines.append(f"| {r['variant']} | {r['mode']} | {r['batch']} | {r['tok_s']:.1f} | {ratio:.2f}x | "
-                     f"{r['ttft_ms']:.0f} | {r['rss_mb']:.0f} | {r['weight_mb']:.1f} | {r['bandwidth_gbs']:.2f} | {ppl} |")
+                     f"{r['ttft_ms']:.0f} | {r['memory_mb']:.0f} | {r['weight_mb']:.1f} | {r['bandwidth_gbs']:.2f} | {ppl} |")
     return "\n".join(lines)
 
 
@@ -203,7 +230,8 @@ def plot(rows, path: Path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="testbed", help="testbed, 1b, or a local transformers Llama directory")
+    parser.add_argument("--model", default="testbed", help="testbed, 1b, 8b, or a local transformers Llama directory")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--variants", nargs="*", default=ALL_VARIANTS, choices=ALL_VARIANTS)
     parser.add_argument("--batch", nargs="*", type=int, default=[1, 8])
     parser.add_argument("--modes", nargs="*", default=["eager", "compiled"], choices=["eager", "compiled"])
@@ -217,12 +245,13 @@ def main(argv=None) -> int:
     if args.worker:
         worker(args)
         return 0
-    variants = [v for v in args.variants if not (args.model == "1b" and v in ("gptq", "autoround"))]
+    variants = [v for v in args.variants if not (args.model in RANDOM_SHAPES and v in ("gptq", "autoround"))]
     rows = []
     for variant in variants:
         rows += run_variant(variant, args)
         print(f"  measured {variant}", file=sys.stderr)
-    print(f"\n{args.model}, bf16, torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{torch.get_num_threads()} CPU threads"
+    print(f"\n{args.model}, bf16, torch {torch.__version__}, {where}, "
           f"{args.tokens} new tokens after a 128-token prompt\n")
     print(table(rows))
     if args.plot:

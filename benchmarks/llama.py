@@ -155,7 +155,8 @@ class Llama(nn.Module):
             block.self_attn.kv_cache = KVCache(batch, self.args.num_key_value_heads, max_seq, self.args.head_dim,
                                                dtype).to(self.cos.device)
         self.max_seq = max_seq
-        self.register_buffer("causal", torch.tril(torch.ones(max_seq, max_seq, dtype=torch.bool)), persistent=False)
+        causal = torch.tril(torch.ones(max_seq, max_seq, dtype=torch.bool, device=self.cos.device))
+        self.register_buffer("causal", causal, persistent=False)
 
     def forward(self, input_ids: torch.Tensor, input_pos: Optional[torch.Tensor] = None) -> torch.Tensor:
         s = input_ids.shape[1]
