@@ -19,14 +19,13 @@ import torch
 
 import torchao
 from torchao._eval import perplexity
-from torchao.dtypes import AffineQuantizedTensor
 from torchao.quantization import (
     int4_weight_only,
     int8_dynamic_activation_int4_weight,
     int8_dynamic_activation_int8_weight,
     int8_weight_only,
 )
-from torchao.utils import benchmark_model
+from torchao.utils import benchmark_model, weight_bytes
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "pyllama-5m-bf16"  # the test bed, vendored
 CONFIGS = {
@@ -38,18 +37,6 @@ CONFIGS = {
     "8da4w-32": lambda: int8_dynamic_activation_int4_weight(32),
 }
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
-
-
-def weight_bytes(model: torch.nn.Module) -> int:
-    """Bytes of the weights a decode step reads: parameters (quantized ones count their packed inner
-    tensors) except the embedding table, of which a step reads one row."""
-    total = 0
-    for name, t in model.named_parameters():
-        if isinstance(getattr(model.get_submodule(name.rpartition(".")[0]), "num_embeddings", None), int):
-            continue
-        inner = t.inner_tensors().values() if isinstance(t, AffineQuantizedTensor) else [t]
-        total += sum(i.numel() * i.element_size() for i in inner)
-    return total
 
 
 def sqnr(ref: torch.Tensor, out: torch.Tensor) -> float:
@@ -89,7 +76,7 @@ def measure(name: str, model, ids, reference_logits, compile_model: bool) -> dic
         torch._dynamo.reset()
         runner = torch.compile(model, fullgraph=True)
     step_ms = benchmark_model(runner, 20, ids[:, :1])
-    weights = weight_bytes(model)
+    weights = weight_bytes(model, skip_embeddings=True)
     return {
         "technique": name,
         "perplexity": perplexity(model, ids, seqlen=256),

@@ -105,18 +105,6 @@ def quantize(model, variant: str, texts, quick: bool):
     return model
 
 
-def weight_bytes(model) -> int:
-    from torchao.dtypes import AffineQuantizedTensor
-
-    total = 0
-    for name, p in model.named_parameters():
-        if "embed_tokens" in name:
-            continue  # decoding reads a few rows of the embedding table, not all of it
-        inner = p.inner_tensors().values() if isinstance(p, AffineQuantizedTensor) else [p]
-        total += sum(t.numel() * t.element_size() for t in inner)
-    return total
-
-
 def memory_mb(device: torch.device) -> float:
     """CUDA: peak allocated memory; CPU: the process's resident memory now."""
     if device.type == "cuda":
@@ -156,6 +144,7 @@ def generate(model, step, prompt: torch.Tensor, new_tokens: int, max_seq: int):
 
 def worker(args) -> None:
     from torchao._eval import perplexity
+    from torchao.utils import weight_bytes
 
     texts = text_ids(args.model)
     device = torch.device(args.device)
@@ -164,7 +153,7 @@ def worker(args) -> None:
     model = quantize(model, args.worker, texts, args.quick)
     quant_s = time.perf_counter() - start
     ppl = perplexity(model, texts[2], 256, 4 if args.quick else 32) if texts else None
-    wbytes = weight_bytes(model)
+    wbytes = weight_bytes(model, skip_embeddings=True)
     for mode in args.modes:
         torch._dynamo.reset()
         step = torch.compile(model, fullgraph=True, dynamic=False) if mode == "compiled" else model

@@ -83,25 +83,16 @@ def _config(args, calib: Optional[str], tokenizer):
     }[args.method]()
 
 
-def _weights_mb(model) -> float:
-    from torchao.dtypes import AffineQuantizedTensor
-
-    total = 0
-    for p in model.parameters():
-        inner = p.inner_tensors().values() if isinstance(p, AffineQuantizedTensor) else [p]
-        total += sum(t.numel() * t.element_size() for t in inner)
-    return total / 2**20
-
-
 def quantize_command(args) -> int:
     import torchao
     from torchao._eval import perplexity
+    from torchao.utils import weight_bytes
 
     model, tokenizer = _load(args.model_dir)
     calibrates = args.method in ("gptq", "autoround")
     calib = _calibration_text(args.calib, tokenizer, args.seqlen, calibrates)
     check_ids = tokenizer(calib[len(calib) // 2:], return_tensors="pt").input_ids[0] if calib else None
-    before_mb = _weights_mb(model)
+    before_mb = weight_bytes(model) / 2**20
     ppl_before = perplexity(model, check_ids, args.seqlen, 8) if check_ids is not None and check_ids.numel() >= args.seqlen else None
     if args.method == "autoquant":
         sample = check_ids[: args.seqlen].unsqueeze(0) if check_ids is not None else torch.randint(0, 100, (1, 64))
@@ -110,7 +101,7 @@ def quantize_command(args) -> int:
         blocks = lambda m, n: isinstance(m, torch.nn.Linear) and not n.endswith("lm_head")  # noqa: E731
         torchao.quantize_(model, _config(args, calib, tokenizer), filter_fn=blocks if calibrates else None)
     torchao.save_quantized(model, args.out, tokenizer=tokenizer)
-    after_mb = _weights_mb(model)
+    after_mb = weight_bytes(model) / 2**20
     print(f"saved {args.out} ({args.method}): weights {before_mb:.1f} MB -> {after_mb:.1f} MB "
           f"({after_mb / before_mb:.2f}x)")
     if ppl_before is not None:

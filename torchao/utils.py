@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["benchmark_model", "device_sync"]
+__all__ = ["benchmark_model", "device_sync", "weight_bytes"]
 
 
 def device_sync(device_type: str) -> None:
@@ -38,3 +38,18 @@ def benchmark_model(model: Callable, num_runs: int, *args: Any, warmup: int = 2,
             if i >= warmup:
                 times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
+
+
+def weight_bytes(model: torch.nn.Module, skip_embeddings: bool = False) -> int:
+    """Bytes the parameters of ``model`` occupy, a quantized one counting its packed inner tensors.
+    ``skip_embeddings``: leave out nn.Embedding tables (a decode step reads one row of them, not all)."""
+    from torchao.dtypes import AffineQuantizedTensor
+
+    skipped = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)} if skip_embeddings else set()
+    total = 0
+    for p in model.parameters():
+        if id(p) in skipped:
+            continue
+        inner = p.inner_tensors().values() if isinstance(p, AffineQuantizedTensor) else [p]
+        total += sum(t.numel() * t.element_size() for t in inner)
+    return total

@@ -209,5 +209,20 @@ class TestSeedNames(TestCase):
         self.assertEqual(select_linear_kernel(x, model.l1.weight).name, "cpu_int8_weight_only")
 
 
+class TestWeightBytes(TestCase):
+    def test_counts_packed_inner_tensors_and_can_skip_embeddings(self):
+        from torchao.utils import weight_bytes
+
+        model = nn.Sequential(nn.Embedding(10, 64), nn.Linear(64, 32, bias=False))
+        self.assertEqual(weight_bytes(model), (10 * 64 + 64 * 32) * 4)
+        torchao.quantize_(model, int8_weight_only())
+        # int8 data (32 x 64 bytes) + one fp32 scale per output channel (+ a zero point if stored)
+        inner = model[1].weight.inner_tensors().values()
+        linear = sum(t.numel() * t.element_size() for t in inner)
+        self.assertGreaterEqual(linear, 32 * 64 + 32 * 4)
+        self.assertEqual(weight_bytes(model), 10 * 64 * 4 + linear)
+        self.assertEqual(weight_bytes(model, skip_embeddings=True), linear)
+
+
 if __name__ == "__main__":
     unittest.main()
