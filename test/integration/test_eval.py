@@ -7,6 +7,7 @@ import unittest
 
 import torch
 from expecttest import TestCase
+from testbed import tiny_llama
 
 import torchao
 from torchao._eval import InputRecorder, TransformerEvalWrapper, perplexity
@@ -21,18 +22,9 @@ class ByteTokenizer:
         return list(text.encode())
 
 
-def tiny_llama():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2)
-    return LlamaForCausalLM(config).eval()
-
-
 class TestPerplexity(TestCase):
     def test_matches_a_float64_reference(self):
-        model = tiny_llama()
+        model = tiny_llama(vocab_size=256)
         ids = torch.randint(0, 256, (3 * 32 + 5,))  # 3 windows of 32, 5 tokens left over
         nll, count = 0.0, 0
         with torch.no_grad():
@@ -47,7 +39,7 @@ class TestPerplexity(TestCase):
 
     def test_too_few_tokens(self):
         with self.assertRaisesRegex(ValueError, "10 tokens are fewer than one window of 32"):
-            perplexity(tiny_llama(), torch.zeros(10, dtype=torch.long), seqlen=32)
+            perplexity(tiny_llama(vocab_size=256), torch.zeros(10, dtype=torch.long), seqlen=32)
 
 
 class TestInputRecorder(TestCase):
@@ -66,7 +58,7 @@ class TestInputRecorder(TestCase):
             InputRecorder(ByteTokenizer(), 64).record_texts([text]).get_inputs()
 
     def test_recorded_inputs_calibrate_gptq(self):
-        model = tiny_llama()
+        model = tiny_llama(vocab_size=256)
         text = "the quick brown fox jumps over the lazy dog. " * 20
         inputs = InputRecorder(ByteTokenizer(), 32).record_texts([text]).get_inputs()
         torchao.quantize_(model, gptq(inputs, bits=4, group_size=32, progress=False),
@@ -81,7 +73,7 @@ class TestInputRecorder(TestCase):
 
 class TestTransformerEvalWrapper(TestCase):
     def test_perplexity_without_lm_eval(self):
-        model = tiny_llama()
+        model = tiny_llama(vocab_size=256)
         text = "hello world, " * 30
         wrapper = TransformerEvalWrapper(model, ByteTokenizer(), max_seq_length=64)
         ids = torch.tensor(ByteTokenizer().encode(text))
@@ -89,7 +81,7 @@ class TestTransformerEvalWrapper(TestCase):
 
     @unittest.skipIf(importlib.util.find_spec("lm_eval") is not None, "lm_eval is installed")
     def test_run_eval_says_what_is_missing(self):
-        wrapper = TransformerEvalWrapper(tiny_llama(), ByteTokenizer())
+        wrapper = TransformerEvalWrapper(tiny_llama(vocab_size=256), ByteTokenizer())
         with self.assertRaisesRegex(ImportError, r"needs the lm_eval package \(pip install lm_eval\)"):
             wrapper.run_eval(["wikitext"], limit=1)
 

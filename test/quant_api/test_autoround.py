@@ -6,6 +6,7 @@ import unittest
 import torch
 import torch.nn as nn
 from expecttest import TestCase
+from testbed import tiny_llama
 
 import torchao  # noqa: F401
 from torchao.dtypes import AffineQuantizedTensor
@@ -179,15 +180,6 @@ class TestTuning(TestCase):
             quantize_(model, autoround(calib(), bits=3, group_size=32, iters=5, bs=4, n_samples=8, progress=False))
             outs.append(model(torch.ones(2, 64)))
         self.assertTrue(torch.equal(*outs))
-
-
-def tiny_llama():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-    torch.manual_seed(0)
-    return LlamaForCausalLM(config).eval()
 
 
 class TestClassAPI(TestCase):

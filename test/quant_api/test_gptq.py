@@ -7,6 +7,7 @@ import warnings
 import torch
 import torch.nn as nn
 from expecttest import TestCase
+from testbed import tiny_llama
 
 import torchao  # noqa: F401
 from torchao.dtypes import AffineQuantizedTensor
@@ -130,15 +131,6 @@ class Stack(nn.Module):
         for block in self.blocks:
             x = x + block(x)
         return self.head(x)
-
-
-def tiny_llama():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-    torch.manual_seed(0)
-    return LlamaForCausalLM(config).eval()
 
 
 class TestModelFlow(TestCase):
