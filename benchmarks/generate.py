@@ -26,9 +26,10 @@ from pathlib import Path
 
 import torch
 
+from torchao.testbed import calibration_text, heldout_text, model_dir
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-PYLLAMA = HERE.parents[1] / "shared" / "testbed" / "pyllama-5m"
 ALL_VARIANTS = ["float", "int8wo", "int4wo-64", "int4wo-128", "int8dq", "gptq", "autoround", "autoquant"]
 
 
@@ -52,7 +53,7 @@ def load_model(name: str, device: torch.device):
         with torch.device(device):
             model = Llama(LlamaArgs(max_position_embeddings=1024, **RANDOM_SHAPES[name]))
         return model.to(torch.bfloat16).eval()
-    path = PYLLAMA if name == "testbed" else Path(name)
+    path = model_dir() if name == "testbed" else Path(name)
     return Llama.from_pretrained(path, torch.bfloat16).to(device)
 
 
@@ -62,11 +63,10 @@ def text_ids(model_name: str):
         return None
     from transformers import AutoTokenizer
 
-    path = PYLLAMA if model_name == "testbed" else Path(model_name)
-    text = (PYLLAMA / "val.txt").read_text() if (PYLLAMA / "val.txt").exists() else ""
+    path = model_dir() if model_name == "testbed" else Path(model_name)
+    text_dir = path if (path / "val.txt").exists() else model_dir()  # a model without text: the test bed's
     tokenizer = AutoTokenizer.from_pretrained(path)
-    half = len(text) // 2
-    return tokenizer, text[:half], tokenizer(text[half:], return_tensors="pt").input_ids[0]
+    return tokenizer, calibration_text(text_dir), tokenizer(heldout_text(text_dir), return_tensors="pt").input_ids[0]
 
 
 def quantize(model, variant: str, texts, quick: bool):

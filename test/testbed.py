@@ -1,14 +1,11 @@
-"""Test models: the shared test bed ($TORCHAO_TESTBED or ../shared/testbed next to the repository) and a
-tiny random transformers Llama built from a config."""
+"""Test models: the test bed that ships with the package (torchao.testbed: pyllama-5m, or $TORCHAO_TESTBED)
+and a tiny random transformers Llama built from a config."""
 
-import os
-import unittest
-from pathlib import Path
+from torchao.testbed import calibration_text, heldout_text, model_dir
 
-TESTBED = Path(os.environ.get("TORCHAO_TESTBED", Path(__file__).resolve().parents[2] / "shared" / "testbed"))
-PYLLAMA = TESTBED / "pyllama-5m"
-
-requires_pyllama = unittest.skipUnless((PYLLAMA / "model.safetensors").exists(), f"test-bed model not found at {PYLLAMA}")
+PYLLAMA = model_dir()
+CALIBRATION_TEXT = calibration_text()
+HELDOUT_TEXT = heldout_text()
 
 
 def tiny_llama(vocab_size: int = 128, hidden_size: int = 64, intermediate_size: int = 128):

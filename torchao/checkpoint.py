@@ -16,6 +16,7 @@ model, then rebuilds the tensor subclasses in the best layout for the target dev
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
@@ -109,12 +110,23 @@ def save_quantized(model: nn.Module, directory: Union[str, Path], tokenizer=None
         else:
             tensors[name] = value.detach().cpu().contiguous()
     save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "torchao", "version": str(FORMAT_VERSION)})
+    _readable_as_usual(directory / WEIGHTS_NAME)
     (directory / METADATA_NAME).write_text(json.dumps({"version": FORMAT_VERSION, "tensors": quantized}, indent=1))
     if hasattr(model, "config") and hasattr(model.config, "save_pretrained"):
         model.config.save_pretrained(directory)
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(directory)
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
     return directory
+
+
+def _readable_as_usual(path: Path) -> None:
+    """Give ``path`` the permissions of any file this process creates (safetensors writes through a private
+    temporary file, mode 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def _read(directory: Path) -> Tuple[Dict[str, torch.Tensor], dict]:

@@ -5,8 +5,11 @@
     python -m torchao eval [eval_quality.py options]
     python -m torchao bench [generate.py options]
 
-``quantize`` loads a local transformers causal-LM checkpoint, quantizes it, saves it with
-save_quantized (a save_pretrained directory plus our files) and prints the sizes and a perplexity check.
+``quantize`` loads a local transformers causal-LM checkpoint, quantizes the Linear layers of its blocks
+(``lm_head`` stays in float unless --include-lm-head, for every method alike), saves it with
+save_quantized (a save_pretrained directory plus our files: load it with ``torchao.load_quantized(OUT_DIR)``)
+and prints the sizes and a perplexity check before and after (on the second half of --calib, or on the
+test bed's held-out Python source when no --calib is given).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import List, Optional
 import torch
 
 METHODS = ["int8wo", "int4wo", "int8dq", "gptq", "autoround", "autoquant"]
+CALIBRATED = ("gptq", "autoround")
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -28,16 +32,35 @@ class CLIError(Exception):
     pass
 
 
-def _load(model_dir: Path):
-    if not model_dir.is_dir():
-        raise CLIError(f"{model_dir} is not a directory")
-    config = model_dir / "config.json"
+def _check_arguments(args) -> None:
+    """Every argument checked before the model is loaded (loading can take minutes)."""
+    if not args.model_dir.is_dir():
+        raise CLIError(f"{args.model_dir} is not a directory")
+    config = args.model_dir / "config.json"
     if not config.exists():
-        raise CLIError(f"{model_dir} has no config.json: expected a local transformers checkpoint directory")
+        raise CLIError(f"{args.model_dir} has no config.json: expected a local transformers checkpoint directory")
     architectures = json.loads(config.read_text()).get("architectures") or []
     if not any(a.endswith("ForCausalLM") for a in architectures):
         raise CLIError(f"unsupported architecture {architectures or 'unknown'}: `quantize` handles causal language "
                        "models (*ForCausalLM)")
+    if not 1 <= args.bits <= 8:
+        raise CLIError(f"--bits {args.bits}: choose 1 to 8")
+    if args.method in ("int8wo", "int8dq") and args.bits != 8:
+        args.bits = 8  # the int8 methods have one width; --bits is for int4wo / gptq / autoround
+    if args.group_size is not None and args.group_size != -1 and args.group_size < 1:
+        raise CLIError(f"--group-size {args.group_size}: give a positive group size, or -1 for one group per row")
+    for name in ("seqlen", "n_samples", "iters"):
+        if getattr(args, name) < (0 if name == "iters" else 1):
+            raise CLIError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be positive")
+    if args.out.exists() and not args.out.is_dir():
+        raise CLIError(f"--out {args.out} is a file; give a directory (it is created if missing)")
+    if args.method in CALIBRATED and args.calib is None:
+        raise CLIError(f"--method {args.method} calibrates: pass --calib FILE.txt (plain text)")
+    if args.calib is not None and not args.calib.is_file():
+        raise CLIError(f"calibration file {args.calib} does not exist")
+
+
+def _load(model_dir: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
@@ -46,11 +69,7 @@ def _load(model_dir: Path):
 
 def _calibration_text(path: Optional[Path], tokenizer, seqlen: int, needed: bool) -> Optional[str]:
     if path is None:
-        if needed:
-            raise CLIError("this method calibrates: pass --calib FILE.txt (plain text)")
         return None
-    if not path.is_file():
-        raise CLIError(f"calibration file {path} does not exist")
     text = path.read_text()
     tokens = len(tokenizer(text).input_ids)
     if needed and tokens < 2 * seqlen:
@@ -59,21 +78,30 @@ def _calibration_text(path: Optional[Path], tokenizer, seqlen: int, needed: bool
     return text
 
 
+def _check_text(calib: Optional[str], calib_path: Optional[Path]):
+    """(held-out text for the perplexity check, where it comes from)."""
+    if calib:
+        return calib[len(calib) // 2:], f"the second half of {calib_path}"
+    from torchao.testbed import heldout_text
+
+    return heldout_text(), "the packaged test bed's held-out Python source (pass --calib for your own text)"
+
+
+def _rtn(bits: int, group_size: int):
+    """Round-to-nearest weight-only config: the int4 kernels' config at 4 bits with groups, else intx."""
+    from torchao.quantization import int4_weight_only, intx_weight_only
+
+    group = None if group_size == -1 else group_size
+    return int4_weight_only(group_size=group) if bits == 4 and group else intx_weight_only(bits, group)
+
+
 def _config(args, calib: Optional[str], tokenizer):
-    from torchao.quantization import (
-        autoround,
-        gptq,
-        int4_weight_only,
-        int8_dynamic_activation_int8_weight,
-        int8_weight_only,
-        intx_weight_only,
-    )
+    from torchao.quantization import autoround, gptq, int8_dynamic_activation_int8_weight, int8_weight_only
 
     half = calib[: len(calib) // 2] if calib else None
     return {
         "int8wo": lambda: int8_weight_only(),
-        "int4wo": lambda: int4_weight_only(group_size=args.group_size) if args.bits == 4
-        else intx_weight_only(args.bits, args.group_size),
+        "int4wo": lambda: _rtn(args.bits, args.group_size),
         "int8dq": lambda: int8_dynamic_activation_int8_weight(),
         "gptq": lambda: gptq([half], bits=args.bits, group_size=args.group_size, tokenizer=tokenizer, seqlen=args.seqlen,
                              n_samples=args.n_samples),
@@ -83,30 +111,49 @@ def _config(args, calib: Optional[str], tokenizer):
     }[args.method]()
 
 
+def _layer_filter(include_lm_head: bool):
+    """The Linear layers every method quantizes: all of them but ``lm_head`` unless it is included."""
+    return lambda m, fqn: isinstance(m, torch.nn.Linear) and (include_lm_head or not fqn.endswith("lm_head"))
+
+
 def quantize_command(args) -> int:
     import torchao
     from torchao._eval import perplexity
+    from torchao.quant_api.calibration import CalibrationError
+    from torchao.quant_api.configs import UnsupportedWeight
     from torchao.utils import weight_bytes
 
+    _check_arguments(args)
     model, tokenizer = _load(args.model_dir)
-    calibrates = args.method in ("gptq", "autoround")
-    calib = _calibration_text(args.calib, tokenizer, args.seqlen, calibrates)
-    check_ids = tokenizer(calib[len(calib) // 2:], return_tensors="pt").input_ids[0] if calib else None
+    calib = _calibration_text(args.calib, tokenizer, args.seqlen, args.method in CALIBRATED)
+    check_text, check_source = _check_text(calib, args.calib)
+    check_ids = tokenizer(check_text, return_tensors="pt").input_ids[0]
+    check = (lambda m: perplexity(m, check_ids, args.seqlen, 8)) if check_ids.numel() >= args.seqlen else None
     before_mb = weight_bytes(model) / 2**20
-    ppl_before = perplexity(model, check_ids, args.seqlen, 8) if check_ids is not None and check_ids.numel() >= args.seqlen else None
+    ppl_before = check(model) if check else None
+    layers = _layer_filter(args.include_lm_head)
     if args.method == "autoquant":
-        sample = check_ids[: args.seqlen].unsqueeze(0) if check_ids is not None else torch.randint(0, 100, (1, 64))
-        torchao.autoquant(model, sample, quiet=False)
+        sample = check_ids[: args.seqlen].unsqueeze(0)
+        torchao.autoquant(model, sample, quiet=False, filter_fn=layers)
     else:
-        blocks = lambda m, n: isinstance(m, torch.nn.Linear) and not n.endswith("lm_head")  # noqa: E731
-        torchao.quantize_(model, _config(args, calib, tokenizer), filter_fn=blocks if calibrates else None)
+        try:
+            torchao.quantize_(model, _config(args, calib, tokenizer), filter_fn=layers, strict=not args.allow_partial)
+            if args.method in CALIBRATED and args.include_lm_head:  # outside the blocks: round to nearest
+                torchao.quantize_(model, _rtn(args.bits, args.group_size), filter_fn=lambda m, fqn: fqn.endswith("lm_head"),
+                                  strict=not args.allow_partial)
+        except (UnsupportedWeight, CalibrationError) as e:
+            raise CLIError(f"{e} (pass --allow-partial to keep such layers in float)") from None
+    quantized = sum(isinstance(m.weight, torchao.dtypes.AffineQuantizedTensor)
+                    for n, m in model.named_modules() if isinstance(m, torch.nn.Linear))
+    total = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
     torchao.save_quantized(model, args.out, tokenizer=tokenizer)
     after_mb = weight_bytes(model) / 2**20
     print(f"saved {args.out} ({args.method}): weights {before_mb:.1f} MB -> {after_mb:.1f} MB "
-          f"({after_mb / before_mb:.2f}x)")
+          f"({after_mb / before_mb:.2f}x); {quantized} of {total} Linear layers quantized, "
+          f"lm_head {'quantized' if args.include_lm_head else 'kept in float'}")
     if ppl_before is not None:
-        ppl_after = perplexity(model, check_ids, args.seqlen, 8)
-        print(f"perplexity on the second half of {args.calib}: {ppl_before:.3f} -> {ppl_after:.3f}")
+        print(f"perplexity on {check_source}: {ppl_before:.3f} -> {check(model):.3f}")
+    print(f"load it with: torchao.load_quantized({str(args.out)!r})")
     return 0
 
 
@@ -118,7 +165,7 @@ def _run_script(name: str, argv: List[str]) -> int:
     try:
         runpy.run_path(str(script), run_name="__main__")
     except SystemExit as e:
-        return int(e.code or 0)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     return 0
 
 
@@ -126,18 +173,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m torchao", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    q = sub.add_parser("quantize", help="quantize a local transformers checkpoint and save it")
-    q.add_argument("model_dir", type=Path)
-    q.add_argument("--method", choices=METHODS, required=True)
-    q.add_argument("--bits", type=int, default=4)
-    q.add_argument("--group-size", type=int, default=128)
-    q.add_argument("--calib", type=Path, default=None, help="plain-text calibration file (gptq, autoround)")
-    q.add_argument("--seqlen", type=int, default=256)
-    q.add_argument("--iters", type=int, default=200, help="AutoRound steps per block")
-    q.add_argument("--n-samples", type=int, default=128, help="calibration windows")
-    q.add_argument("--out", type=Path, required=True)
-    sub.add_parser("eval", help="benchmarks/eval_quality.py (options pass through)", add_help=False)
-    sub.add_parser("bench", help="benchmarks/generate.py (options pass through)", add_help=False)
+    q = sub.add_parser("quantize", help="quantize a local transformers causal-LM checkpoint and save it",
+                       description="Quantize a local transformers causal-LM checkpoint and save it.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    q.add_argument("model_dir", type=Path, help="local transformers checkpoint directory (config.json, weights, "
+                                                "tokenizer) of a *ForCausalLM model")
+    q.add_argument("--method", choices=METHODS, required=True,
+                   help="int8wo / int4wo: round-to-nearest weight-only; int8dq: int8 weights and dynamic int8 "
+                        "activations; gptq / autoround: calibrated (need --calib); autoquant: fastest per layer")
+    q.add_argument("--bits", type=int, default=4, help="weight bits for int4wo (1-8), gptq and autoround (2, 3, 4, 8)")
+    q.add_argument("--group-size", type=int, default=128,
+                   help="weights per scale / zero point along the input dimension (-1: one group per row); "
+                        "must divide every quantized layer's in_features")
+    q.add_argument("--calib", type=Path, default=None,
+                   help="plain-text file: its first half calibrates gptq / autoround, its second half is the "
+                        "perplexity check; without it the check uses the packaged test bed's held-out text")
+    q.add_argument("--seqlen", type=int, default=256, help="tokens per calibration / perplexity window")
+    q.add_argument("--iters", type=int, default=200, help="AutoRound tuning steps per block")
+    q.add_argument("--n-samples", type=int, default=128, help="calibration windows (gptq, autoround)")
+    q.add_argument("--include-lm-head", action="store_true", help="also quantize lm_head (smaller, less accurate; round-to-nearest for gptq / autoround)")
+    q.add_argument("--allow-partial", action="store_true",
+                   help="keep layers the method cannot serve (e.g. a group size that does not divide them) in "
+                        "float instead of failing")
+    q.add_argument("--out", type=Path, required=True, help="output directory (created; existing files replaced)")
+    sub.add_parser("eval", help="benchmarks/eval_quality.py: quality of RTN / HQQ / GPTQ / AutoRound "
+                                "(options pass through; eval --help)", add_help=False)
+    sub.add_parser("bench", help="benchmarks/generate.py: decoding speed per config "
+                                 "(options pass through; bench --help)", add_help=False)
     return parser
 
 

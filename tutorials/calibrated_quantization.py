@@ -15,23 +15,23 @@ import torch
 import torchao
 from torchao._eval import perplexity
 from torchao.quantization import autoround, gptq, intx_weight_only
-
-DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "testbed" / "pyllama-5m"
+from torchao.testbed import calibration_text, heldout_text, model_dir
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--fast", action="store_true")
-    parser.add_argument("--model", type=Path, default=DEFAULT)
+    parser.add_argument("--model", type=Path, default=None,
+                        help="causal-LM directory with val.txt (default: the packaged test bed, or $TORCHAO_TESTBED)")
     args = parser.parse_args(argv)
+    args.model = args.model or model_dir()
     if not (args.model / "config.json").exists():
         print(f"no checkpoint at {args.model}; pass --model DIR", file=sys.stderr)
         return 2
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    text = (args.model / "val.txt").read_text()
-    calib, held_out = text[: len(text) // 2], text[len(text) // 2:]
+    calib, held_out = calibration_text(args.model), heldout_text(args.model)
     ids = tokenizer(held_out[:200_000], return_tensors="pt").input_ids[0]
     base = AutoModelForCausalLM.from_pretrained(args.model).eval()
     windows, n, iters = (4, 16, 20) if args.fast else (32, 128, 200)

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import torch
 from expecttest import TestCase
-from testbed import PYLLAMA, requires_pyllama
+from testbed import PYLLAMA
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
-@requires_pyllama
 class TestGenerate(TestCase):
     def test_quick_run_prints_the_table(self):
         result = subprocess.run([sys.executable, "-m", "torchao", "bench", "--quick", "--variants", "float", "int8wo",

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 from expecttest import TestCase
 from safetensors.torch import load_file, save_file
-from testbed import PYLLAMA, requires_pyllama
+from testbed import PYLLAMA
 
 import torchao
 from torchao.checkpoint import METADATA_NAME, WEIGHTS_NAME, CheckpointError
@@ -92,23 +92,26 @@ class TestRoundTrip(TestCase):
         self.assertIs(target.l1.weight, target.l3.weight)
         self.assertIsInstance(target.l3.weight, AffineQuantizedTensor)
 
-    @requires_pyllama
     def test_transformers_directory_from_config(self):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        model = AutoModelForCausalLM.from_pretrained(PYLLAMA).eval()
+        model = AutoModelForCausalLM.from_pretrained(PYLLAMA, dtype=torch.float32).eval()
         tokenizer = AutoTokenizer.from_pretrained(PYLLAMA)
+        float_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         quantize_(model, int4_weight_only(group_size=64))
         ids = torch.randint(0, 4096, (1, 16))
         with tempfile.TemporaryDirectory() as tmp:
             torchao.save_quantized(model, tmp, tokenizer=tokenizer)
-            self.assertTrue((Path(tmp) / "config.json").exists() and (Path(tmp) / "tokenizer.json").exists())
+            for name in ("config.json", "generation_config.json", "tokenizer.json", WEIGHTS_NAME, METADATA_NAME):
+                self.assertTrue((Path(tmp) / name).exists(), msg=name)
+                self.assertEqual((Path(tmp) / name).stat().st_mode & 0o777, (Path(tmp) / "config.json").stat().st_mode & 0o777,
+                                 msg=f"{name} is not readable like the other files")
             size = (Path(tmp) / WEIGHTS_NAME).stat().st_size
             loaded = torchao.load_quantized(tmp)
             with torch.no_grad():
                 self.assertTrue(torch.equal(loaded(ids).logits, model(ids).logits))
         # fp32 model: 21 MB; embeddings (4 MB) stay float, the Linear weights shrink ~7x
-        self.assertLess(size, 0.35 * (PYLLAMA / "model.safetensors").stat().st_size)
+        self.assertLess(size, 0.35 * float_bytes)
 
 
 class TestCorruptFiles(TestCase):

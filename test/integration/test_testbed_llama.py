@@ -5,7 +5,7 @@ import warnings
 
 import torch
 from expecttest import TestCase
-from testbed import PYLLAMA, requires_pyllama
+from testbed import CALIBRATION_TEXT, HELDOUT_TEXT, PYLLAMA
 
 import torchao
 from torchao.dtypes import AffineQuantizedTensor
@@ -50,14 +50,13 @@ class Logits(torch.nn.Module):
         return self.model(ids, use_cache=False).logits
 
 
-@requires_pyllama
 class TestTestbedLlama(TestCase):
     @classmethod
     def setUpClass(cls):
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(PYLLAMA)
-        text = (PYLLAMA / "val.txt").read_text()[20000:30000]
+        text = HELDOUT_TEXT[:10000]
         cls.ids = tokenizer(text, return_tensors="pt").input_ids[:, :128]
 
     def test_every_config_fp32_and_bf16(self):
@@ -105,7 +104,7 @@ class TestTestbedLlama(TestCase):
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(PYLLAMA)
-        calib = [(PYLLAMA / "val.txt").read_text()[:20000]]
+        calib = [CALIBRATION_TEXT[:20000]]
         configs = {
             "gptq-w3g64": gptq(calib, bits=3, group_size=64, tokenizer=tokenizer, seqlen=64, n_samples=4, progress=False),
             "autoround-w4g64": autoround(calib, bits=4, group_size=64, tokenizer=tokenizer, seqlen=64, n_samples=4,

@@ -6,7 +6,6 @@ import unittest
 from pathlib import Path
 
 from expecttest import TestCase
-from testbed import requires_pyllama
 
 TUTORIALS = Path(__file__).resolve().parents[2] / "tutorials"
 
@@ -29,7 +28,6 @@ class TestTutorials(TestCase):
         self.assertIn("bitpacked", out)
         self.assertIn("sign_magnitude", out)
 
-    @requires_pyllama
     def test_calibrated_quantization(self):
         self.assertIn("autoround w3g128", self.run_tutorial("calibrated_quantization.py"))
 

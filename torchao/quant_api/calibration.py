@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -137,17 +138,22 @@ def calibration_batches(
 # ---- block inputs ----------------------------------------------------------------------------------
 
 
+def _map_tensors(obj, fn):
+    """``fn`` applied to every tensor inside nested tuples / namedtuples / lists / dicts."""
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
+        return type(obj)(*(_map_tensors(o, fn) for o in obj))
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_map_tensors(o, fn) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _map_tensors(v, fn) for k, v in obj.items()}
+    return obj
+
+
 def move_to(obj, device):
     """Tensors inside nested tuples / lists / dicts moved to ``device`` (other objects unchanged)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
-        return type(obj)(*(move_to(o, device) for o in obj))
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(move_to(o, device) for o in obj)
-    if isinstance(obj, dict):
-        return {k: move_to(v, device) for k, v in obj.items()}
-    return obj
+    return _map_tensors(obj, lambda t: t.to(device))
 
 
 @dataclass
@@ -162,8 +168,38 @@ class _StopForward(Exception):
     pass
 
 
-# keyword arguments that would make a block grow or read a KV cache during calibration
-_NO_CACHE = {"use_cache": False, "past_key_values": None, "past_key_value": None, "layer_past": None}
+# keyword arguments that would make a block grow or read a KV cache during calibration (transformers has
+# renamed the cache argument more than once: past_key_value -> past_key_values -> cache)
+_NO_CACHE = {"use_cache": False, "past_key_values": None, "past_key_value": None, "layer_past": None, "cache": None}
+
+
+def is_kv_cache(value) -> bool:
+    """Whether ``value`` is a key/value cache object (transformers' ``Cache`` classes or a look-alike):
+    state that grows with every forward, so a block input holding one cannot be replayed."""
+    return callable(getattr(value, "update", None)) and callable(getattr(value, "get_seq_length", None))
+
+
+def replayable(kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """A block's keyword arguments made safe to replay many times: caching switched off, every cache
+    object (under whatever name a model passes it) dropped, tensors detached from any autograd graph."""
+    def clean(key, value):
+        if key in _NO_CACHE:
+            return _NO_CACHE[key]
+        return None if is_kv_cache(value) else detach_all(value)
+
+    return {k: clean(k, v) for k, v in kwargs.items()}
+
+
+def detach_all(obj):
+    """Tensors inside nested tuples / lists / dicts detached (other objects unchanged)."""
+    return _map_tensors(obj, torch.Tensor.detach)
+
+
+def _model_inputs_without_cache(model: nn.Module, batch: "Batch") -> "Batch":
+    """``batch`` with ``use_cache=False`` added when the model's forward takes it (a dict batch only)."""
+    if isinstance(batch, dict) and "use_cache" not in batch and "use_cache" in inspect.signature(model.forward).parameters:
+        return {**batch, "use_cache": False}
+    return batch
 
 
 def capture_block_inputs(
@@ -173,9 +209,10 @@ def capture_block_inputs(
     captured: List[BlockInput] = []
 
     def hook(module, args, kwargs):
-        kwargs = {k: (_NO_CACHE[k] if k in _NO_CACHE else v) for k, v in kwargs.items()}
+        kwargs = replayable(kwargs)
         if not args and "hidden_states" in kwargs:
             args = (kwargs.pop("hidden_states"),)
+        args = tuple(None if is_kv_cache(a) else detach_all(a) for a in args)
         captured.append(BlockInput(move_to(args, offload_device), move_to(kwargs, offload_device)))
         raise _StopForward
 
@@ -184,7 +221,7 @@ def capture_block_inputs(
     try:
         with torch.no_grad():
             for batch in batches:
-                batch = move_to(batch, device)
+                batch = _model_inputs_without_cache(model, move_to(batch, device))
                 try:
                     model(**batch) if isinstance(batch, dict) else model(*batch)
                 except _StopForward:
@@ -214,7 +251,7 @@ def blocks_are_chained(model: nn.Module, blocks: Sequence[nn.Module], batch: Bat
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     try:
         with torch.no_grad():
-            batch = move_to(batch, device)
+            batch = _model_inputs_without_cache(model, move_to(batch, device))
             try:
                 model(**batch) if isinstance(batch, dict) else model(*batch)
             except _StopForward:
