@@ -47,6 +47,9 @@ def sqnr(ref: torch.Tensor, out: torch.Tensor) -> float:
 
 def load_model(path: Path, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()  # one bar per config is enough
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

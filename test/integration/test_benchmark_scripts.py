@@ -22,6 +22,18 @@ class TestGenerate(TestCase):
         self.assertEqual(len(rows), 2, msg=result.stdout)
         self.assertIn("| 1.00x |", rows[0])
 
+    def test_eval_runs_on_the_packaged_test_bed(self):
+        result = subprocess.run([sys.executable, "-m", "torchao", "eval", "--quick", "--methods", "rtn", "--models",
+                                 "pyllama", "--settings", "W4G128"], capture_output=True, text=True, timeout=900)
+        self.assertEqual(result.returncode, 0, msg=result.stderr[-2000:])
+        self.assertRegex(result.stdout, r"\| pyllama-5m \| W4G128 \| rtn \| ppl \d+\.\d+ \|")
+
+    def test_eval_names_a_model_directory_it_cannot_use(self):
+        result = subprocess.run([sys.executable, "-m", "torchao", "eval", "--model", "/no/such/model"],
+                                capture_output=True, text=True, timeout=300)
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("/no/such/model has no val.txt", result.stderr)
+
     def test_static_cache_llama_matches_transformers(self):
         sys.path.insert(0, str(BENCHMARKS))
         try:

@@ -85,6 +85,8 @@ class TestCLI(TestCase):
             self.assertIn("0 of 29 Linear layers quantized", result.stdout)
 
     def test_int4wo_keeps_lm_head_in_float_and_checks_perplexity_without_calib(self):
+        import torch
+
         import torchao
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -99,6 +101,8 @@ class TestCLI(TestCase):
             model = torchao.load_quantized(out)
             self.assertNotIsInstance(model.lm_head.weight, torchao.dtypes.AffineQuantizedTensor)
             self.assertIsInstance(model.model.layers[0].mlp.up_proj.weight, torchao.dtypes.AffineQuantizedTensor)
+            generated = model.generate(torch.tensor([[0, 5, 6]]), max_new_tokens=4, do_sample=False)  # the README's use
+            self.assertEqual(tuple(generated.shape), (1, 7))
             result = cli("quantize", PYLLAMA, "--method", "int4wo", "--group-size", "64", "--include-lm-head",
                          "--out", out)
             self.assertIn("29 of 29 Linear layers quantized, lm_head quantized", result.stdout)
