@@ -5,7 +5,9 @@
 * ``quantized.safetensors``: every tensor of the state_dict; a quantized weight ``W`` is stored as its
   inner tensors in the portable layout (``W::packed``, ``W::scale``, ...: nibble-packed for <= 4 bits),
 * ``quantization.json``: per quantized tensor its QuantSpec (layout, block_size, dtypes, ranges, shape),
-  plus the format version.
+  plus the format version;
+* in the safetensors header, a sha256 of every stored tensor and of every tensor's metadata entry, so that
+  an edited or bit-flipped checkpoint is refused, naming the tensor.
 
 For a ``transformers`` model the directory is also a ``save_pretrained`` directory (config, tokenizer
 files if given), so ``load_quantized(dir)`` can rebuild the model from its config. ``load_quantized``
@@ -15,6 +17,7 @@ model, then rebuilds the tensor subclasses in the best layout for the target dev
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, replace
@@ -33,6 +36,7 @@ WEIGHTS_NAME = "quantized.safetensors"
 METADATA_NAME = "quantization.json"
 FORMAT_VERSION = 1
 _SEP = "::"
+_CHECKSUMS = "checksums"  # safetensors header entry: sha256 of every stored tensor and metadata entry
 _PORTABLE = {"int4_cpu": "int4_packed"}  # machine-specific layouts and what is saved instead
 
 
@@ -109,7 +113,10 @@ def save_quantized(model: nn.Module, directory: Union[str, Path], tokenizer=None
                 tensors[f"{name}{_SEP}{inner}"] = t.detach().cpu().contiguous()
         else:
             tensors[name] = value.detach().cpu().contiguous()
-    save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "torchao", "version": str(FORMAT_VERSION)})
+    checksums = {name: _tensor_digest(t) for name, t in tensors.items()}
+    checksums.update({f"{name}{_SEP}spec": _spec_digest(spec) for name, spec in quantized.items() if name != "__aliases__"})
+    save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "torchao", "version": str(FORMAT_VERSION),
+                                                                 _CHECKSUMS: json.dumps(checksums)})
     _readable_as_usual(directory / WEIGHTS_NAME)
     (directory / METADATA_NAME).write_text(json.dumps({"version": FORMAT_VERSION, "tensors": quantized}, indent=1))
     if hasattr(model, "config") and hasattr(model.config, "save_pretrained"):
@@ -121,6 +128,41 @@ def save_quantized(model: nn.Module, directory: Union[str, Path], tokenizer=None
     return directory
 
 
+def _tensor_digest(t: torch.Tensor) -> str:
+    """sha256 of a tensor's dtype, shape and bytes."""
+    digest = hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode())
+    digest.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _spec_digest(spec_json: dict) -> str:
+    """sha256 of one tensor's quantization metadata (canonical JSON)."""
+    return hashlib.sha256(json.dumps(spec_json, sort_keys=True).encode()).hexdigest()
+
+
+def _verify(tensors: Dict[str, torch.Tensor], metadata: dict, checksums_json: Optional[str], directory: Path) -> None:
+    """Refuse, naming the tensor, any stored tensor or metadata entry that differs from what was saved."""
+    try:
+        checksums = json.loads(checksums_json)
+    except (TypeError, json.JSONDecodeError):
+        raise CheckpointError(f"{directory / WEIGHTS_NAME} has no readable checksums: it was not written by "
+                              "save_quantized, or was rewritten since") from None
+    specs = {n: d for n, d in metadata["tensors"].items() if n != "__aliases__"}
+    expected = set(tensors) | {f"{n}{_SEP}spec" for n in specs}
+    if set(checksums) != expected:
+        odd = sorted(set(checksums) ^ expected)[:8]
+        raise CheckpointError(f"{directory}: the files do not belong together (tensors or metadata entries added "
+                              f"or removed: {odd})")
+    for name, t in tensors.items():
+        if _tensor_digest(t) != checksums[name]:
+            raise CheckpointError(f"{name}: its bytes, dtype or shape differ from what was saved (checksum mismatch "
+                                  f"in {directory / WEIGHTS_NAME}); the file was edited or corrupted")
+    for name, spec in specs.items():
+        if _spec_digest(spec) != checksums[f"{name}{_SEP}spec"]:
+            raise CheckpointError(f"{name}: its quantization metadata in {directory / METADATA_NAME} differs from what "
+                                  "was saved with the tensors (checksum mismatch); the file was edited")
+
+
 def _readable_as_usual(path: Path) -> None:
     """Give ``path`` the permissions of any file this process creates (safetensors writes through a private
     temporary file, mode 0600)."""
@@ -129,8 +171,9 @@ def _readable_as_usual(path: Path) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
-def _read(directory: Path) -> Tuple[Dict[str, torch.Tensor], dict]:
-    from safetensors import SafetensorError
+def _read(directory: Path) -> Tuple[Dict[str, torch.Tensor], dict, Optional[str]]:
+    """(stored tensors, quantization.json, the checksums entry of the safetensors header or None)."""
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     weights, meta = directory / WEIGHTS_NAME, directory / METADATA_NAME
@@ -147,9 +190,13 @@ def _read(directory: Path) -> Tuple[Dict[str, torch.Tensor], dict]:
         # fresh, aligned copies: safetensors' buffers can sit at any byte offset, and the aten int8 kernel
         # would otherwise copy such weights on every call (it segfaults on them, see kernels/cpu.py)
         tensors = {k: v.clone() for k, v in load_file(str(weights)).items()}
+        with safe_open(str(weights), "pt") as f:
+            header = f.metadata() or {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{weights} is corrupt or truncated: {e}") from e
-    return tensors, metadata
+    if not isinstance(metadata.get("tensors"), dict):
+        raise CheckpointError(f"{meta}: malformed ('tensors' must map tensor names to their metadata)")
+    return tensors, metadata, header.get(_CHECKSUMS)
 
 
 def _rebuild(name: str, spec: QuantSpec, tensors: Dict[str, torch.Tensor], expected: Optional[torch.Tensor],
@@ -162,12 +209,15 @@ def _rebuild(name: str, spec: QuantSpec, tensors: Dict[str, torch.Tensor], expec
         raise CheckpointError(f"{name}: the weights file lacks {missing} for layout {spec.layout!r}")
     if expected is not None and tuple(expected.shape) != spec.shape:
         raise CheckpointError(f"{name}: checkpoint shape {spec.shape} does not match the model's {tuple(expected.shape)}")
-    stored = spec.stored_shape
     try:
+        stored = spec.stored_shape
         aqt = AffineQuantizedTensor(inner, spec)
         int_data, scale, zero_point = aqt.get_plain()
         if tuple(int_data.shape) != stored:
             raise CheckpointError(f"{name}: the packed data unpacks to {tuple(int_data.shape)}, metadata says {stored}")
+        if int_data.numel() and (int(int_data.min()) < spec.quant_min or int(int_data.max()) > spec.quant_max):
+            raise CheckpointError(f"{name}: stored values span [{int(int_data.min())}, {int(int_data.max())}], outside "
+                                  f"the metadata's range [{spec.quant_min}, {spec.quant_max}]")
         rebuilt = AffineQuantizedTensor.from_plain(
             int_data.to(device), scale.to(device), None if zero_point is None else zero_point.to(device),
             spec.block_size, spec.target_dtype, spec.quant_min, spec.quant_max, spec.zero_point_domain, spec.dtype,
@@ -203,7 +253,7 @@ def load_quantized(model_or_dir: Union[nn.Module, str, Path], directory: Optiona
     else:
         model = model_or_dir
     directory, device = Path(directory), torch.device(device)
-    tensors, metadata = _read(directory)
+    tensors, metadata, checksums = _read(directory)
     specs = {n: _spec_from_json(d, n) for n, d in metadata["tensors"].items() if n != "__aliases__"}
     aliases = metadata["tensors"].get("__aliases__", {})
     current = model.state_dict(keep_vars=True)
@@ -225,6 +275,7 @@ def load_quantized(model_or_dir: Union[nn.Module, str, Path], directory: Optiona
         new[name] = t.to(device)
     for alias, target in aliases.items():
         new[alias] = new[target]
+    _verify(tensors, metadata, checksums, directory)
     _assign(model, new)
     return model
 

@@ -43,4 +43,10 @@ def load_aoti(path: Union[str, Path]) -> Callable:
     """Load an AOTInductor package made by export_aoti (torchao's ops are registered by importing it)."""
     import torchao  # noqa: F401
 
-    return torch._inductor.aoti_load_package(str(path))
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"load_aoti: no AOTInductor package at {path} (make one with torchao.export_aoti)")
+    try:
+        return torch._inductor.aoti_load_package(str(path))
+    except RuntimeError as e:
+        raise RuntimeError(f"load_aoti: {path} is not a loadable AOTInductor package: {e}") from e

@@ -121,17 +121,43 @@ class TestAutoquant(TestCase):
             self.assertEqual(timer.calls, 0)
             self.assertEqual([c.chosen for c in third.autoquant_plan.choices], first)
             data = json.loads(path.read_text())
-            data["device"] = "some other GPU"
+            for entry in data["entries"]:
+                entry[1][1] = "some other GPU"
             path.write_text(json.dumps(data))
             torchao.quantization.AUTOQUANT_CACHE.clear()
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 self.assertEqual(torchao.quantization.load_autoquant_cache(path), 0)
-            self.assertIn("measured elsewhere (device 'some other GPU'", str(caught[0].message))
+            self.assertIn("ignoring 9 of 9 timings", str(caught[0].message))
+            self.assertIn("measured elsewhere (some other GPU (torch", str(caught[0].message))
             self.assertEqual(len(torchao.quantization.AUTOQUANT_CACHE), 0)
             path.write_text("{not json")
             with self.assertRaisesRegex(ValueError, "cannot read autoquant cache"):
                 torchao.quantization.load_autoquant_cache(path)
+
+    def test_pickled_timings_from_elsewhere_are_ignored_with_one_warning(self):
+        """The seed's pickle path carries each entry's device and versions, so a foreign cache cannot steer
+        the choice here (timings of another GPU, or bare floats of an older cache)."""
+        cache = torchao.quantization.AUTOQUANT_CACHE
+        cache.clear()
+        torchao.autoquant(Toy(), torch.randn(4, 64), timer=FakeTimer(COSTS), quiet=True)
+        foreign = {k: v._replace(device="NVIDIA H100 80GB HBM3") for k, v in cache.items()}
+        foreign[("int8wo", (4, 64), (999, 64), None, "float32")] = 0.001  # an old bare float
+        buf = io.BytesIO()
+        pickle.dump(foreign, buf)
+        buf.seek(0)
+        cache.clear()
+        cache.update(pickle.load(buf))
+        timer = FakeTimer(COSTS)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torchao.autoquant(Toy(), torch.randn(4, 64), timer=timer, quiet=True)
+        messages = [str(w.message) for w in caught if "AUTOQUANT_CACHE" in str(w.message)]
+        self.assertEqual(len(messages), 1, msg=messages)
+        self.assertIn("ignores 10 AUTOQUANT_CACHE timing(s) measured elsewhere", messages[0])
+        self.assertIn("9 from NVIDIA H100 80GB HBM3", messages[0])
+        self.assertGreater(timer.calls, 0)  # measured again here
+        cache.clear()
 
     def test_compiled_model_first_call_then_fullgraph(self):
         model = Toy().eval()

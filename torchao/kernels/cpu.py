@@ -130,8 +130,11 @@ def _int8_dynamic_mm(
     # plain aten, so that Inductor fuses the scaling epilogue. For M >= 2, W @ X.T with the (N, K) weight
     # as the contiguous left operand is 1.3-2.6x faster than X @ W.T on oneDNN CPUs (4096x4096, M = 2..128).
     # Not for M = 1 (or a symbolic M): Inductor then gives X.T a zero stride, which aten._int_mm misreads.
-    m = x_int8.shape[0]
-    if isinstance(m, int) and m >= 2:
+    m, k = x_int8.shape
+    if isinstance(k, int) and k == 1:
+        # aten._int_mm returns garbage for K = 1 (torch 2.13 CPU, any strides); the outer product is exact
+        acc = x_int8.to(torch.float32) * w_int8.to(torch.float32).reshape(1, -1)
+    elif isinstance(m, int) and m >= 2:
         acc = torch.ops.aten._int_mm(w_int8, x_int8.t()).t()
     else:
         acc = torch.ops.aten._int_mm(x_int8, w_int8.t())

@@ -2,7 +2,8 @@
 
 The first kernel whose ``applies(x, weight)`` holds runs; if none does, the weight is dequantized
 (and the activation fake-quantized, for dynamic-activation weights) and F.linear runs on floats.
-The CUDA Triton kernels register themselves into the same list (kernels issue).
+Non-float inputs are refused, empty ones give empty outputs, and float64 inputs (which no kernel takes)
+run the fallback in float64.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from torchao.qtensor.aqt import AffineQuantizedTensor
 from torchao.qtensor.primitives import ZeroPointDomain
 
 __all__ = ["LinearKernel", "LINEAR_KERNELS", "register_linear_kernel", "quantized_linear", "select_linear_kernel"]
+
+#: activation dtypes the kernels take; others (float64) run the dequantize fallback in their own dtype
+KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 Applies = Callable[[torch.Tensor, AffineQuantizedTensor], bool]
 Run = Callable[[torch.Tensor, AffineQuantizedTensor], torch.Tensor]
@@ -63,7 +67,13 @@ def quantized_linear(x: torch.Tensor, weight: AffineQuantizedTensor, bias: Optio
         )
     if weight.spec.transposed:
         raise RuntimeError("linear: the quantized weight is transposed; pass the (out_features, in_features) tensor")
-    kernel = select_linear_kernel(x, weight)
+    if not x.is_floating_point():
+        raise TypeError(f"linear: the input is {x.dtype} (shape {tuple(x.shape)}); a quantized linear of shape "
+                        f"{tuple(weight.shape)} takes float activations, as nn.Linear does")
+    if x.shape[:-1].numel() == 0 or weight.shape[0] == 0:  # nothing to multiply: the kernels need rows
+        out = x.new_zeros(*x.shape[:-1], weight.shape[0])
+        return out if bias is None else out + bias.to(out.dtype)
+    kernel = select_linear_kernel(x, weight) if x.dtype in KERNEL_DTYPES else None
     if kernel is None:
         out = _dequantize_linear(x, weight)
     else:

@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from torchao.quant_api.configs import UnsupportedWeight
 
-__all__ = ["quantize_", "quantize", "default_filter_fn"]
+__all__ = ["quantize_", "quantize", "default_filter_fn", "NonFiniteWeight", "check_finite", "warn_lost_weights"]
 
 ApplyFn = Callable[[torch.Tensor], torch.Tensor]
 FilterFn = Callable[[nn.Module, str], bool]
@@ -26,6 +26,37 @@ def _targets(model: nn.Module, filter_fn: FilterFn) -> List[Tuple[str, nn.Module
         (fqn, m) for fqn, m in model.named_modules()
         if isinstance(getattr(m, "weight", None), torch.Tensor) and filter_fn(m, fqn)
     ]
+
+
+class NonFiniteWeight(ValueError):
+    """A selected layer's weight holds inf or NaN, which no integer format can represent."""
+
+
+def check_finite(fqn: str, weight: torch.Tensor) -> None:
+    """Raise NonFiniteWeight naming the layer when ``weight`` has an inf or a NaN."""
+    if weight.is_floating_point() and not bool(torch.isfinite(weight).all()):
+        bad = int((~torch.isfinite(weight)).sum())
+        raise NonFiniteWeight(f"{fqn}.weight {tuple(weight.shape)} has {bad} inf/NaN value(s); quantization "
+                              "cannot represent them: fix the weights or leave this layer out with filter_fn")
+
+
+#: a layer whose dequantized weight is farther than this from the float weight (relative L2) lost most of it
+LOST_WEIGHT_ERROR = 0.5
+
+
+def warn_lost_weights(pairs) -> None:
+    """One warning naming every (fqn, float weight, quantized weight) whose relative L2 error exceeds
+    LOST_WEIGHT_ERROR (e.g. weights far below the format's resolution)."""
+    lost = []
+    for fqn, weight, quantized in pairs:
+        reference = weight.detach().to(torch.float32)
+        norm = reference.norm()
+        if norm > 0 and hasattr(quantized, "dequantize"):
+            error = (quantized.dequantize(torch.float32) - reference).norm() / norm
+            if error > LOST_WEIGHT_ERROR:
+                lost.append(f"  {fqn}: relative error {error:.2f} (weight norm {norm:.3g})")
+    if lost:
+        warnings.warn(f"quantization lost most of {len(lost)} weight(s):\n" + "\n".join(lost), stacklevel=3)
 
 
 def _warn_skipped(skipped: Dict[str, str]) -> None:
@@ -54,10 +85,12 @@ def quantize_(
     Weights shared between modules (tied) are quantized once and stay shared.
     """
     filter_fn = filter_fn or default_filter_fn
+    targets = _targets(model, filter_fn)
+    for fqn, module in targets:
+        check_finite(fqn, module.weight)
     if hasattr(apply_fn_or_config, "apply_to_model"):  # calibrated methods (GPTQ, AutoRound) work per model
         apply_fn_or_config.apply_to_model(model, filter_fn, strict=strict)
         return
-    targets = _targets(model, filter_fn)
     precheck = getattr(apply_fn_or_config, "unsupported_reason", None)
     skipped = {fqn: reason for fqn, m in targets if precheck and (reason := precheck(m.weight))}
     skipped.update(_shared_with_unselected(model, targets))
@@ -81,9 +114,14 @@ def quantize_(
                         raise
                     skipped[fqn] = str(e)
                     continue
+                except Exception as e:
+                    if hasattr(e, "add_note"):  # Python 3.11+: say which layer, keep the exception's type
+                        e.add_note(f"while quantizing {fqn}.weight of shape {tuple(weight.shape)} ({weight.dtype})")
+                    raise
                 _check_result(fqn, weight, quantized)
                 by_identity[id(weight)] = nn.Parameter(quantized, requires_grad=False)
             new_weights[fqn] = by_identity[id(weight)]
+        warn_lost_weights([(fqn, m.weight, new_weights[fqn]) for fqn, m in targets if fqn in new_weights])
 
     modules = dict(model.named_modules())
     for fqn, param in new_weights.items():

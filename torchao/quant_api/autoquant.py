@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from torchao.quant_api.apply import default_filter_fn
-from torchao.quant_api.autoquant_cache import AUTOQUANT_CACHE, cache_key
+from torchao.quant_api.autoquant_cache import AUTOQUANT_CACHE, cache_key, measured_here, usable_timings
 from torchao.quant_api.configs import (
     WeightConfig,
     int4_weight_only,
@@ -120,6 +120,12 @@ class AutoQuantPlan:
     timer: Callable
     quiet: bool
     choices: List[LayerChoice] = field(default_factory=list)
+    timings: Dict[str, Dict] = field(default_factory=dict)  # per device: usable AUTOQUANT_CACHE milliseconds
+
+    def _known(self, device: torch.device) -> Dict:
+        if str(device) not in self.timings:
+            self.timings[str(device)] = usable_timings(device)
+        return self.timings[str(device)]
 
     def _layer_module(self, layer: nn.Linear, name: str) -> nn.Module:
         weight = layer.weight.float_weight()
@@ -146,13 +152,14 @@ class AutoQuantPlan:
                 continue
             module = None
             total = 0.0
+            known = self._known(weight.device)
             for (shape, dtype), count in shapes.items():
                 key = cache_key(name, shape, weight.shape, None if layer.bias is None else layer.bias.shape, dtype)
-                if key not in AUTOQUANT_CACHE:
+                if key not in known:
                     module = self._runner(layer, name) if module is None else module
-                    x = weight.examples[(shape, dtype)]
-                    AUTOQUANT_CACHE[key] = self.timer(module, x)
-                total += count * AUTOQUANT_CACHE[key]
+                    known[key] = self.timer(module, weight.examples[(shape, dtype)])
+                    AUTOQUANT_CACHE[key] = measured_here(known[key], weight.device)
+                total += count * known[key]
             times[name] = total
             if self.min_sqnr is not None and factory is not None:
                 quantized = self._layer_module(layer, name)

@@ -240,7 +240,7 @@ class AutoRoundConfig:
                             and n not in self.weight_config})
         if strict and any(r != "outside the transformer blocks" for r in skipped.values()):
             raise CalibrationError("AutoRound cannot serve " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
-        batches = calibration_batches(self.calibration, self.tokenizer, self.seqlen, self.n_samples)
+        batches = calibration_batches(self.calibration, self.tokenizer, self.seqlen, self.n_samples, model)
 
         torch.manual_seed(self.seed)
         blocks = [get_module(model, n) for n in block_names]

@@ -20,6 +20,7 @@ import torch.nn as nn
 __all__ = [
     "CalibrationError",
     "calibration_batches",
+    "check_batches_for_model",
     "get_block_names",
     "get_module",
     "set_module",
@@ -100,11 +101,45 @@ def _as_batch(item) -> Batch:
     raise CalibrationError(f"cannot use a calibration item of type {type(item).__name__}; give tensors or dicts")
 
 
+def _token_ids(batch: Batch) -> Optional[torch.Tensor]:
+    """The token ids of a batch: its ``input_ids`` entry, or its first positional tensor."""
+    if isinstance(batch, dict):
+        return batch.get("input_ids")
+    return batch[0] if batch and isinstance(batch[0], torch.Tensor) else None
+
+
+def check_batches_for_model(batches: Sequence[Batch], model: nn.Module) -> None:
+    """Refuse, naming the calibration item, token ids a language model cannot take: float ids, ids outside
+    its vocabulary, sequences longer than its ``max_position_embeddings``. Models without an input
+    embedding (any other nn.Module) take whatever they take."""
+    get_embeddings = getattr(model, "get_input_embeddings", None)
+    embeddings = get_embeddings() if callable(get_embeddings) else None
+    if not isinstance(embeddings, nn.Embedding):
+        return
+    vocab = embeddings.num_embeddings
+    max_positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    for i, batch in enumerate(batches):
+        ids = _token_ids(batch)
+        if ids is None:
+            continue
+        if ids.is_floating_point() or ids.is_complex():
+            raise CalibrationError(f"calibration item {i}: token ids are {ids.dtype}; give integer token ids "
+                                   f"(e.g. tokenizer(text).input_ids)")
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
+            raise CalibrationError(f"calibration item {i}: token ids span [{int(ids.min())}, {int(ids.max())}], "
+                                   f"outside the model's vocabulary of {vocab}; were they made with another tokenizer?")
+        if isinstance(max_positions, int) and ids.shape[-1] > max_positions:
+            raise CalibrationError(f"calibration item {i} has {ids.shape[-1]} tokens, more than the model's "
+                                   f"max_position_embeddings {max_positions}; use seqlen <= {max_positions} or "
+                                   f"shorter sequences")
+
+
 def calibration_batches(
     calibration,
     tokenizer=None,
     seqlen: int = 2048,
     n_samples: Optional[int] = None,
+    model: Optional[nn.Module] = None,
 ) -> List[Batch]:
     """Normalize local calibration data into model inputs (dicts of kwargs or tuples of args).
 
@@ -112,9 +147,14 @@ def calibration_batches(
         any iterable such as a DataLoader yielding those, or a list of strings (with ``tokenizer``: the
         concatenated text is cut into windows of ``seqlen`` tokens).
     n_samples: keep at most this many batches.
+    model: when given, the batches are checked against it (check_batches_for_model).
     """
     if calibration is None:
         raise CalibrationError("no calibration data given")
+    if isinstance(seqlen, bool) or not isinstance(seqlen, int) or seqlen < 1:
+        raise CalibrationError(f"seqlen must be a positive number of tokens, got {seqlen!r}")
+    if n_samples is not None and (isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1):
+        raise CalibrationError(f"n_samples must be a positive int or None, got {n_samples!r}")
     if isinstance(calibration, str):
         calibration = [calibration]
     if isinstance(calibration, torch.Tensor):
@@ -132,6 +172,8 @@ def calibration_batches(
         batches = batches[:n_samples]
     if not batches:
         raise CalibrationError("the calibration data is empty")
+    if model is not None:
+        check_batches_for_model(batches, model)
     return batches
 
 

@@ -7,13 +7,13 @@ can skip or refuse a layer before touching the model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch
 
-from torchao.qtensor import AffineQuantizedTensor, MappingType, ZeroPointDomain
-from torchao.qtensor.layouts import QuantSpec
+from torchao.qtensor import AffineQuantizedTensor, MappingType, ZeroPointDomain, get_layout
+from torchao.qtensor.layouts import LAYOUTS, QuantSpec
 from torchao.quant_api.hqq import hqq_quantize
 from torchao.quant_api.weight_format import IntFormat, best_int4_layout, quantized_weight
 
@@ -35,7 +35,15 @@ __all__ = [
     "get_apply_int8dyn_quant",
 ]
 
-_FP32_EPS = torch.finfo(torch.float32).eps
+#: the smallest scale a group may get, by weight dtype: the smallest normal number, so that weights of any
+#: representable magnitude (1e-8, 1e-30) keep their values; float16 keeps float32's eps (a float16 scale
+#: far below its smallest normal loses its precision)
+_SCALE_FLOORS = {torch.float16: torch.finfo(torch.float32).eps}
+
+
+def scale_floor(dtype: torch.dtype) -> float:
+    """The scale floor (``eps``) the configs use for weights of ``dtype``."""
+    return _SCALE_FLOORS.get(dtype, torch.finfo(torch.float32).tiny)
 
 
 class UnsupportedWeight(ValueError):
@@ -64,6 +72,17 @@ class WeightConfig:
         return self.quantize(weight.detach())
 
 
+def _check_group_size(config, per_channel_ok: bool = False) -> None:
+    """Refuse a group size that is not a positive int at construction (None / -1 mean one group per row
+    where ``per_channel_ok``)."""
+    value = config.group_size
+    if per_channel_ok and value in (None, -1):
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        hint = " (or None / -1 for one group per row)" if per_channel_ok else ""
+        raise ValueError(f"{type(config).__name__}: group_size must be a positive int{hint}, got {value!r}")
+
+
 def _group_reason(weight: torch.Tensor, group_size: int) -> Optional[str]:
     k = weight.shape[-1]
     if group_size <= 0:
@@ -84,7 +103,7 @@ class Int8WeightOnlyConfig(WeightConfig):
 
     def quantize(self, weight):
         return AffineQuantizedTensor.from_float(
-            weight, MappingType.SYMMETRIC, (1, weight.shape[1]), torch.int8, eps=_FP32_EPS,
+            weight, MappingType.SYMMETRIC, (1, weight.shape[1]), torch.int8, eps=scale_floor(weight.dtype),
             scale_dtype=weight.dtype, zero_point_domain=ZeroPointDomain.NONE,
         )
 
@@ -101,13 +120,23 @@ class Int4WeightOnlyConfig(WeightConfig):
     group_size: int = 128
     layout: Optional[str] = None
 
+    def __post_init__(self):
+        _check_group_size(self)
+        if self.layout is not None and self.layout not in LAYOUTS:
+            raise ValueError(f"Int4WeightOnlyConfig: unknown layout {self.layout!r}; known: {sorted(LAYOUTS)}")
+
     def unsupported_reason(self, weight):
-        return super().unsupported_reason(weight) or _group_reason(weight, self.group_size)
+        reason = super().unsupported_reason(weight) or _group_reason(weight, self.group_size)
+        if reason:
+            return reason
+        spec = _int4_spec(weight, self.group_size, torch.uint4, 0, 15, ZeroPointDomain.FLOAT)
+        layout = self.layout or best_int4_layout(spec, weight.device, "int4_packed")
+        return get_layout(layout).unsupported_reason(replace(spec, layout=layout), weight.device)
 
     def quantize(self, weight):
         spec = _int4_spec(weight, self.group_size, torch.uint4, 0, 15, ZeroPointDomain.FLOAT)
         return AffineQuantizedTensor.from_float(
-            weight, MappingType.ASYMMETRIC, (1, self.group_size), torch.uint4, eps=1e-6,
+            weight, MappingType.ASYMMETRIC, (1, self.group_size), torch.uint4, eps=scale_floor(weight.dtype),
             scale_dtype=weight.dtype, zero_point_dtype=weight.dtype, preserve_zero=False,
             zero_point_domain=ZeroPointDomain.FLOAT,
             layout=self.layout or best_int4_layout(spec, weight.device, "int4_packed"),
@@ -120,7 +149,7 @@ class Int8DynamicActivationInt8WeightConfig(WeightConfig):
 
     def quantize(self, weight):
         return AffineQuantizedTensor.from_float(
-            weight, MappingType.SYMMETRIC, (1, weight.shape[1]), torch.int8, eps=_FP32_EPS,
+            weight, MappingType.SYMMETRIC, (1, weight.shape[1]), torch.int8, eps=scale_floor(weight.dtype),
             scale_dtype=weight.dtype, zero_point_domain=ZeroPointDomain.NONE, act_quant="int8_per_token_sym",
         )
 
@@ -132,13 +161,16 @@ class Int8DynamicActivationInt4WeightConfig(WeightConfig):
 
     group_size: int = 32
 
+    def __post_init__(self):
+        _check_group_size(self)
+
     def unsupported_reason(self, weight):
         return super().unsupported_reason(weight) or _group_reason(weight, self.group_size)
 
     def quantize(self, weight):
         spec = _int4_spec(weight, self.group_size, torch.int4, -8, 7, ZeroPointDomain.NONE)
         return AffineQuantizedTensor.from_float(
-            weight, MappingType.SYMMETRIC, (1, self.group_size), torch.int4, eps=_FP32_EPS,
+            weight, MappingType.SYMMETRIC, (1, self.group_size), torch.int4, eps=scale_floor(weight.dtype),
             scale_dtype=weight.dtype, zero_point_domain=ZeroPointDomain.NONE, act_quant="int8_per_token_asym",
             layout=best_int4_layout(spec, weight.device, "plain"),
         )
@@ -148,8 +180,8 @@ class Int8DynamicActivationInt4WeightConfig(WeightConfig):
 class IntxWeightOnlyConfig(WeightConfig):
     """Round-to-nearest weights of any width 1..8 bits.
 
-    Linear weights (N, K): groups of ``group_size`` input features (None: per channel); <= 4 bits use the
-    int4 kernel layouts. Convolution weights (O, I, *kernel): per output channel, or groups of ``group_size``
+    Linear weights (N, K): groups of ``group_size`` input features (None or -1: one group per row, i.e. per
+    channel; 0 and other non-positive values are refused); <= 4 bits use the int4 kernel layouts. Convolution weights (O, I, *kernel): per output channel, or groups of ``group_size``
     input channels (with the whole kernel window), densely bit-packed below 8 bits. Asymmetric with an
     integer zero point, or ``sym``. ``use_hqq``: optimize the zero point with HQQ (asymmetric, 2-D; the
     zero point becomes a float), ``hqq_scale`` also the scale.
@@ -161,10 +193,15 @@ class IntxWeightOnlyConfig(WeightConfig):
     use_hqq: bool = False
     hqq_scale: bool = False
 
-    def unsupported_reason(self, weight):
+    def __post_init__(self):
         IntFormat.for_bits(self.bits, self.sym)
+        _check_group_size(self, per_channel_ok=True)
+        if self.group_size == -1:
+            object.__setattr__(self, "group_size", None)
         if self.use_hqq and self.sym:
-            raise ValueError("HQQ optimizes a zero point: it needs sym=False")
+            raise ValueError("IntxWeightOnlyConfig: HQQ optimizes a zero point, so use_hqq=True needs sym=False")
+
+    def unsupported_reason(self, weight):
         if isinstance(weight, AffineQuantizedTensor):
             return "already quantized"
         if not weight.is_floating_point() or weight.dim() < 2:
@@ -182,7 +219,8 @@ class IntxWeightOnlyConfig(WeightConfig):
         if weight.dim() > 2:
             return AffineQuantizedTensor.from_float(
                 weight, fmt.mapping_type, (1, group) + tuple(weight.shape[2:]), fmt.target_dtype, fmt.quant_min,
-                fmt.quant_max, eps=1e-8, scale_dtype=weight.dtype, zero_point_dtype=torch.int32,
+                fmt.quant_max, eps=scale_floor(weight.dtype), scale_dtype=weight.dtype,
+                zero_point_dtype=torch.int32,
                 zero_point_domain=fmt.zero_point_domain, layout="bitpacked" if self.bits < 8 else "plain",
             )
         if self.use_hqq:
@@ -190,7 +228,8 @@ class IntxWeightOnlyConfig(WeightConfig):
             return quantized_weight(q.to(fmt.storage_dtype), scale.to(weight.dtype), zero, fmt, group, weight.dtype,
                                     float_zero_point=True)
         plain = AffineQuantizedTensor.from_float(
-            weight, fmt.mapping_type, (1, group), fmt.target_dtype, fmt.quant_min, fmt.quant_max, eps=1e-8,
+            weight, fmt.mapping_type, (1, group), fmt.target_dtype, fmt.quant_min, fmt.quant_max,
+            eps=scale_floor(weight.dtype),
             scale_dtype=weight.dtype, zero_point_dtype=torch.int32, zero_point_domain=fmt.zero_point_domain,
         )
         int_data, scale, zero_point = plain.get_plain()

@@ -211,7 +211,7 @@ class GPTQConfig:
                 f"no transformer blocks found in {type(model).__name__}; pass block_names=[...] explicitly"
             )
         blocks = [get_module(model, name) for name in block_names]
-        batches = calibration_batches(self.calibration, self.tokenizer, self.seqlen, self.n_samples)
+        batches = calibration_batches(self.calibration, self.tokenizer, self.seqlen, self.n_samples, model)
         targets = {name: _linears(b, name, filter_fn) for name, b in zip(block_names, blocks)}
         skipped = {fqn: r for t in targets.values() for fqn, m in t.items() if (r := self.unsupported_reason(m.weight))}
         if strict and skipped:
