@@ -222,11 +222,11 @@ def _rebuild(name: str, spec: QuantSpec, tensors: Dict[str, torch.Tensor], expec
             int_data.to(device), scale.to(device), None if zero_point is None else zero_point.to(device),
             spec.block_size, spec.target_dtype, spec.quant_min, spec.quant_max, spec.zero_point_domain, spec.dtype,
             spec.layout, spec.act_quant)
+        return _best_layout(rebuilt, device)
     except CheckpointError:
         raise
     except (RuntimeError, ValueError, TypeError) as e:
         raise CheckpointError(f"{name}: the stored tensors disagree with the metadata ({e})") from e
-    return _best_layout(rebuilt, device)
 
 
 def _best_layout(t: AffineQuantizedTensor, device: torch.device) -> AffineQuantizedTensor:

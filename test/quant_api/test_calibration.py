@@ -106,6 +106,31 @@ class TestTransformersLlama(TestCase):
                                         torch.device("cpu"))
         self.assertFalse(any(is_kv_cache(v) for v in captured[0].kwargs.values()))
 
+    def test_every_documented_calibration_form(self):
+        """texts + tokenizer, a list of id tensors, one (B, S) id tensor, a DataLoader of dicts."""
+        from torch.utils.data import DataLoader
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(PYLLAMA)
+        ids = tokenizer(CALIBRATION_TEXT[:20000], return_tensors="pt").input_ids[:, :4 * 64].reshape(4, 64)
+        forms = {
+            "texts": dict(calibration=[CALIBRATION_TEXT[:20000]], tokenizer=tokenizer, seqlen=64, n_samples=4),
+            "list of id tensors": dict(calibration=list(ids.unbind(0))),
+            "one id tensor": dict(calibration=ids),
+            "dataloader of dicts": dict(calibration=DataLoader([{"input_ids": row} for row in ids], batch_size=2)),
+        }
+        blocks = lambda m, fqn: isinstance(m, nn.Linear) and ".layers." in fqn  # noqa: E731
+        for form, kwargs in forms.items():
+            for make in (lambda **kw: gptq(bits=4, group_size=64, progress=False, **kw),
+                         lambda **kw: autoround(bits=4, group_size=64, iters=2, bs=2, progress=False, **kw)):
+                model = load_testbed()
+                quantize_(model, make(**kwargs), filter_fn=blocks)
+                quantized = [m for n, m in model.named_modules() if blocks(m, n)]
+                self.assertEqual(len(quantized), 28)
+                self.assertTrue(all(isinstance(m.weight, AffineQuantizedTensor) for m in quantized), msg=form)
+                with torch.no_grad():
+                    self.assertTrue(bool(torch.isfinite(model(ids[:1]).logits).all()), msg=form)
+
     def test_autoround_and_gptq_on_the_testbed_with_token_ids(self):
         from transformers import AutoTokenizer
 

@@ -8,11 +8,13 @@ run the fallback in float64.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, List, Optional
 
 import torch
 import torch.nn.functional as F
+from torch.fx.experimental.symbolic_shapes import guard_or_false
 
 from torchao.kernels import cpu as cpu_kernels
 from torchao.kernels import triton_available
@@ -70,7 +72,9 @@ def quantized_linear(x: torch.Tensor, weight: AffineQuantizedTensor, bias: Optio
     if not x.is_floating_point():
         raise TypeError(f"linear: the input is {x.dtype} (shape {tuple(x.shape)}); a quantized linear of shape "
                         f"{tuple(weight.shape)} takes float activations, as nn.Linear does")
-    if x.shape[:-1].numel() == 0 or weight.shape[0] == 0:  # nothing to multiply: the kernels need rows
+    # nothing to multiply (the kernels need rows); a symbolic batch is never assumed empty, so that
+    # torch.export keeps it dynamic
+    if guard_or_false(math.prod(x.shape[:-1]) == 0) or guard_or_false(weight.shape[0] == 0):
         out = x.new_zeros(*x.shape[:-1], weight.shape[0])
         return out if bias is None else out + bias.to(out.dtype)
     kernel = select_linear_kernel(x, weight) if x.dtype in KERNEL_DTYPES else None

@@ -183,15 +183,15 @@ class IntxWeightOnlyConfig(WeightConfig):
     Linear weights (N, K): groups of ``group_size`` input features (None or -1: one group per row, i.e. per
     channel; 0 and other non-positive values are refused); <= 4 bits use the int4 kernel layouts. Convolution weights (O, I, *kernel): per output channel, or groups of ``group_size``
     input channels (with the whole kernel window), densely bit-packed below 8 bits. Asymmetric with an
-    integer zero point, or ``sym``. ``use_hqq``: optimize the zero point with HQQ (asymmetric, 2-D; the
-    zero point becomes a float), ``hqq_scale`` also the scale.
+    integer zero point, or ``sym``. ``use_hqq``: optimize the scale (``hqq_scale``) and the integer zero
+    point with HQQ (asymmetric, 2-D); per group never worse than round-to-nearest in squared weight error.
     """
 
     bits: int = 4
     group_size: Optional[int] = 128
     sym: bool = False
     use_hqq: bool = False
-    hqq_scale: bool = False
+    hqq_scale: bool = True
 
     def __post_init__(self):
         IntFormat.for_bits(self.bits, self.sym)
@@ -225,8 +225,7 @@ class IntxWeightOnlyConfig(WeightConfig):
             )
         if self.use_hqq:
             q, scale, zero = hqq_quantize(weight, fmt, group, optimize_scale=self.hqq_scale)
-            return quantized_weight(q.to(fmt.storage_dtype), scale.to(weight.dtype), zero, fmt, group, weight.dtype,
-                                    float_zero_point=True)
+            return quantized_weight(q.to(fmt.storage_dtype), scale.to(weight.dtype), zero, fmt, group, weight.dtype)
         plain = AffineQuantizedTensor.from_float(
             weight, fmt.mapping_type, (1, group), fmt.target_dtype, fmt.quant_min, fmt.quant_max,
             eps=scale_floor(weight.dtype),
@@ -237,7 +236,7 @@ class IntxWeightOnlyConfig(WeightConfig):
 
 
 def intx_weight_only(bits: int = 4, group_size: Optional[int] = 128, sym: bool = False, use_hqq: bool = False,
-                     hqq_scale: bool = False) -> IntxWeightOnlyConfig:
+                     hqq_scale: bool = True) -> IntxWeightOnlyConfig:
     return IntxWeightOnlyConfig(bits, group_size, sym, use_hqq, hqq_scale)
 
 

@@ -87,19 +87,13 @@ def quantized_weight(
     group_size: int,
     dtype: torch.dtype,
     layout: Optional[str] = None,
-    float_zero_point: bool = False,
 ) -> AffineQuantizedTensor:
     """An (N, K) AffineQuantizedTensor from integers computed elsewhere, in ``layout`` or else the fastest
     layout for the device (the CPU int4 kernel / the packed Triton layout for <= 4 bits, plain otherwise).
 
-    zero_point: integers for asymmetric formats; with ``float_zero_point`` it is a float offset in q units
-    (W ~ (q - zero_point) * scale, as HQQ makes), stored in ZeroPointDomain.FLOAT form."""
-    domain = ZeroPointDomain.FLOAT if float_zero_point else fmt.zero_point_domain
-    if float_zero_point:
-        mid = (fmt.quant_min + fmt.quant_max + 1) / 2
-        zp = ((mid - zero_point.to(torch.float32)) * scale.to(torch.float32)).to(scale.dtype)
-    else:
-        zp = None if fmt.sym else zero_point.round().to(torch.int32)
+    zero_point: integers (any dtype) for asymmetric formats, None for symmetric ones."""
+    domain = fmt.zero_point_domain
+    zp = None if fmt.sym else zero_point.round().to(torch.int32)
     if layout is None:
         spec = QuantSpec(tuple(int_data.shape), dtype, (1, group_size), fmt.target_dtype, fmt.quant_min,
                          fmt.quant_max, domain, "int4_packed")
