@@ -11,10 +11,15 @@ setup(
     python_requires=">=3.10",
     # torch is not pinned to a build: install the CPU wheel first (pip install torch==2.13.0) so that
     # this range, which it satisfies, pulls nothing more.
+    # Ranges the test suite has been run against (2026-11-24: torch 2.13.0+cpu, triton 3.9.0, transformers
+    # 5.23.0 and 5.24.0, safetensors 0.8.0, tokenizers 0.23.3; the GPU image: torch 2.11, triton 3.6).
+    # transformers 5.24 renamed the blocks' cache argument (past_key_values -> cache), which broke
+    # AutoRound's replay of captured block inputs: fixed (any cache object is dropped), not bounded.
+    # .ci/run installs into a new virtual environment each run, so a new release is tested the day it lands.
     install_requires=[
         "torch>=2.11,<2.14",
         "triton>=3.3",
-        "transformers>=4.45",
+        "transformers>=5.23",
         "numpy",
         "safetensors",
         "tqdm",

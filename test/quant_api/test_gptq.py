@@ -187,7 +187,8 @@ class TestModelFlow(TestCase):
             quantize_(model, gptq([], progress=False))
         with self.assertRaisesRegex(CalibrationError, "no transformer blocks found in Linear"):
             quantize_(nn.Linear(8, 8), gptq([torch.randn(2, 8)], progress=False))
-        with self.assertRaises(IndexError):  # token ids beyond the vocabulary: fails while capturing
+        with self.assertRaisesRegex(CalibrationError, "calibration item 0: token ids span \\[1000, 1000\\], outside "
+                                                      "the model's vocabulary of 128"):
             quantize_(model, gptq([torch.full((1, 8), 1000)], progress=False))
         with self.assertRaisesRegex(ValueError, "bits must be an integer in 1..8, got 9"):
             gptq([torch.randn(1)], bits=9)

@@ -33,6 +33,7 @@ from torchao.quant_api.calibration import (
     get_module,
     map_hidden_states,
     move_to,
+    set_module,
     run_block,
     stackable,
     with_hidden_states,
@@ -105,11 +106,6 @@ class WrapperLinear(nn.Module):
         shape = qparams_shape((1, group), (n, k))  # (N,) per channel, (N, K // g) per group
         return quantized_weight(q, scale.to(self.scale_dtype).reshape(shape), zp.reshape(shape), fmt, group,
                                 self.layer.weight.dtype, layout)
-
-
-def _set_child(root: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, child, module)
 
 
 # ---- batching cached block inputs --------------------------------------------------------------------
@@ -314,7 +310,7 @@ class AutoRoundConfig:
             targets = [t.to(torch.float32) for t in map_hidden_states(lambda inp: self._forward(blocks, inp), float_inputs)]
         wrappers = {n: WrapperLinear(m, specs[n], self.enable_minmax_tuning) for n, m in layers.items()}
         for n, w in wrappers.items():
-            _set_child(model, n, w)
+            set_module(model, n, w)
         try:
             samples = _Samples(q_inputs if self.use_quant_input else float_inputs, targets)
             before, after = self._optimize(blocks, list(wrappers.values()), samples, autocast)
@@ -323,7 +319,7 @@ class AutoRoundConfig:
                     results[n] = nn.Parameter(w.quantized(self.layout).to(homes[0]), requires_grad=False)
         finally:
             for n, w in wrappers.items():
-                _set_child(model, n, w.layer)
+                set_module(model, n, w.layer)
         # the following blocks see this block's quantized outputs: dequantized weights in place for now
         originals = {n: m.weight for n, m in layers.items()}
         for n, m in layers.items():
