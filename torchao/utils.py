@@ -1,4 +1,4 @@
-"""Small helpers with the seed README's import path: torchao.utils.benchmark_model."""
+"""Small helpers with the seed era's import path torchao.utils: benchmark_model, version flags, unwrap_tensor_subclass."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["benchmark_model", "device_sync", "weight_bytes"]
+from torchao._compat import is_fbcode, torch_version_at_least
+from torchao.qtensor.unwrap import unwrap_tensor_subclass
+
+__all__ = ["benchmark_model", "device_sync", "weight_bytes", "unwrap_tensor_subclass", "is_fbcode",
+           "torch_version_at_least"] + [f"TORCH_VERSION_AT_LEAST_2_{minor}" for minor in range(2, 14)]
+
+# the era's version flags: TORCH_VERSION_AT_LEAST_2_2 ... _2_13
+globals().update({f"TORCH_VERSION_AT_LEAST_2_{minor}": torch_version_at_least(f"2.{minor}") for minor in range(2, 14)})
 
 
 def device_sync(device_type: str) -> None:

@@ -41,6 +41,8 @@ __all__ = [
     "quantize_affine",
     "dequantize_affine",
     "fake_quantize_affine",
+    "fake_quantize_affine_cachemask",
+    "choose_qparams_affine_with_min_max",
     "qparams_shape",
     "quant_range",
     "storage_dtype",
@@ -196,16 +198,22 @@ def _choose_qparams_impl(
     zero_point_domain: str = "INT",
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     _check_float_input(input, "choose_qparams_affine")
-    qmin, qmax = quant_range(target_dtype, quant_min, quant_max)
-    scale_dtype = input.dtype if scale_dtype is None else scale_dtype
-    zero_point_dtype = input.dtype if zero_point_dtype is None else zero_point_dtype
-    eps = torch.finfo(input.dtype).eps if eps is None else eps
-
     view_shape, reduce_dims, _, qp_shape = _reduction_shapes(block_size, input.shape)
     x = input.reshape(view_shape).to(_compute_dtype(input))
     # with no dim to reduce (every block is one element) amin/amax would reduce everything
     min_val = (torch.amin(x, dim=reduce_dims) if reduce_dims else x).reshape(qp_shape)
     max_val = (torch.amax(x, dim=reduce_dims) if reduce_dims else x).reshape(qp_shape)
+    return _qparams_from_min_max(min_val, max_val, mapping_type, target_dtype, quant_min, quant_max,
+                                 torch.finfo(input.dtype).eps if eps is None else eps,
+                                 input.dtype if scale_dtype is None else scale_dtype,
+                                 input.dtype if zero_point_dtype is None else zero_point_dtype,
+                                 preserve_zero, zero_point_domain)
+
+
+def _qparams_from_min_max(min_val, max_val, mapping_type: str, target_dtype, quant_min, quant_max, eps: float,
+                          scale_dtype, zero_point_dtype, preserve_zero: bool, zero_point_domain: str):
+    """(scale, zero_point) from each block's min and max (tensors of the qparams' shape)."""
+    qmin, qmax = quant_range(target_dtype, quant_min, quant_max)
     if preserve_zero:
         min_val = torch.clamp(min_val, max=0.0)
         max_val = torch.clamp(max_val, min=0.0)
@@ -241,7 +249,7 @@ def _choose_qparams_impl(
         raise ValueError(f"unknown mapping_type {mapping_type}; expected one of {[m.name for m in MappingType]}")
 
     if zero_point_domain == "NONE":
-        zero_point = torch.zeros((0,), dtype=zero_point_dtype, device=input.device)
+        zero_point = torch.zeros((0,), dtype=zero_point_dtype, device=min_val.device)
     return scale, zero_point
 
 
@@ -452,6 +460,58 @@ def dequantize_affine(
         _enum_name(zero_point_domain, ZeroPointDomain),
         output_dtype=output_dtype,
     )
+
+
+def choose_qparams_affine_with_min_max(
+    min_val: torch.Tensor,
+    max_val: torch.Tensor,
+    mapping_type: MappingType,
+    block_size: Sequence[int],
+    target_dtype: torch.dtype,
+    quant_min: Optional[int] = None,
+    quant_max: Optional[int] = None,
+    eps: Optional[float] = None,
+    scale_dtype: Optional[torch.dtype] = None,
+    zero_point_dtype: Optional[torch.dtype] = None,
+    preserve_zero: bool = True,
+    zero_point_domain: ZeroPointDomain = ZeroPointDomain.INT,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """choose_qparams_affine from observed per-block ``min_val`` / ``max_val`` (same shape, e.g. from an
+    observer) instead of the input; ``block_size`` is accepted for the old signature and not needed.
+    Defaults as in choose_qparams_affine, with ``min_val``'s dtype standing in for the input's."""
+    del block_size
+    if min_val.shape != max_val.shape:
+        raise ValueError(f"min_val {tuple(min_val.shape)} and max_val {tuple(max_val.shape)} need the same shape")
+    _check_float_input(min_val, "choose_qparams_affine_with_min_max")
+    domain = _enum_name(zero_point_domain, ZeroPointDomain)
+    cdtype = _compute_dtype(min_val)
+    scale, zero_point = _qparams_from_min_max(
+        min_val.to(cdtype), max_val.to(cdtype), _enum_name(mapping_type, MappingType), target_dtype, quant_min,
+        quant_max, torch.finfo(min_val.dtype).eps if eps is None else eps,
+        min_val.dtype if scale_dtype is None else scale_dtype,
+        min_val.dtype if zero_point_dtype is None else zero_point_dtype, preserve_zero, domain)
+    return scale, (None if domain == "NONE" else zero_point)
+
+
+def fake_quantize_affine_cachemask(
+    input: torch.Tensor,
+    block_size: Sequence[int],
+    scale: torch.Tensor,
+    zero_point: Optional[torch.Tensor],
+    quant_dtype: torch.dtype,
+    quant_min: Optional[int] = None,
+    quant_max: Optional[int] = None,
+    zero_point_domain: ZeroPointDomain = ZeroPointDomain.INT,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(fake_quantize_affine(...), mask): the bool mask (input's shape) is True where the value fell inside
+    [quant_min, quant_max] before clamping, i.e. where a straight-through gradient should flow."""
+    qmin, qmax = quant_range(quant_dtype, quant_min, quant_max)
+    # the integers before clamping (a range wide enough to tell outside from inside, exact in float32)
+    wide = quantize_affine(input, block_size, scale, zero_point, torch.int32, -(2**24), 2**24, zero_point_domain)
+    mask = (wide >= qmin) & (wide <= qmax)
+    out = fake_quantize_affine(input, block_size, scale, zero_point, quant_dtype, quant_min, quant_max,
+                               zero_point_domain)
+    return out, mask
 
 
 def fake_quantize_affine(

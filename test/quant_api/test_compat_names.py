@@ -1,0 +1,113 @@
+"""Names that code of the torchao 0.5-0.8 era imports, used the way that era's docs and tests used them."""
+
+import unittest
+
+import torch
+from expecttest import TestCase
+
+
+class TestUtils(TestCase):
+    def test_version_flags_and_helpers(self):
+        from torchao.utils import (
+            TORCH_VERSION_AT_LEAST_2_2,
+            TORCH_VERSION_AT_LEAST_2_5,
+            TORCH_VERSION_AT_LEAST_2_6,
+            benchmark_model,
+            is_fbcode,
+            unwrap_tensor_subclass,
+        )
+
+        self.assertTrue(TORCH_VERSION_AT_LEAST_2_2 and TORCH_VERSION_AT_LEAST_2_5 and TORCH_VERSION_AT_LEAST_2_6)
+        self.assertFalse(is_fbcode())
+        self.assertTrue(callable(benchmark_model) and callable(unwrap_tensor_subclass))
+
+    def test_version_check_ignores_suffixes(self):
+        from torchao._compat import torch_version_at_least
+
+        major, minor = (int(v) for v in torch.__version__.split(".")[:2])
+        self.assertTrue(torch_version_at_least(f"{major}.{minor}"))
+        self.assertFalse(torch_version_at_least(f"{major}.{minor + 1}"))
+        self.assertFalse(torch_version_at_least(f"{major + 1}.0"))
+
+
+class TestQuantPrimitives(TestCase):
+    def test_fake_quantize_affine_cachemask(self):
+        from torchao.quantization.quant_primitives import (
+            MappingType,
+            choose_qparams_affine,
+            fake_quantize_affine,
+            fake_quantize_affine_cachemask,
+        )
+
+        torch.manual_seed(0)
+        x = torch.randn(4, 32)
+        block_size = (1, 32)
+        scale, zero_point = choose_qparams_affine(x, MappingType.ASYMMETRIC, block_size, torch.uint8, 0, 255)
+        scale = scale * 0.5  # half the range: the tails now clip
+        out, mask = fake_quantize_affine_cachemask(x, block_size, scale, zero_point, torch.uint8, 0, 255)
+        self.assertTrue(torch.equal(out, fake_quantize_affine(x, block_size, scale, zero_point, torch.uint8, 0, 255)))
+        # float64 reference of the unclamped integers
+        q = torch.round(x.double() / scale.double().reshape(4, 1)) + zero_point.double().reshape(4, 1)
+        self.assertTrue(torch.equal(mask, (q >= 0) & (q <= 255)))
+        self.assertTrue(0 < int(mask.sum()) < x.numel())
+
+    def test_choose_qparams_affine_with_min_max_equals_choose_qparams_affine(self):
+        from torchao.quantization.quant_primitives import (
+            MappingType,
+            ZeroPointDomain,
+            choose_qparams_affine,
+            choose_qparams_affine_with_min_max,
+        )
+
+        torch.manual_seed(0)
+        x = torch.randn(8, 64)
+        block_size = (1, 16)
+        min_val = x.reshape(8, 4, 16).amin(-1)
+        max_val = x.reshape(8, 4, 16).amax(-1)
+        for mapping, domain, dtype in [(MappingType.SYMMETRIC, ZeroPointDomain.INT, torch.int8),
+                                       (MappingType.ASYMMETRIC, ZeroPointDomain.INT, torch.uint8),
+                                       (MappingType.ASYMMETRIC, ZeroPointDomain.FLOAT, torch.uint4)]:
+            expected = choose_qparams_affine(x, mapping, block_size, dtype, zero_point_domain=domain,
+                                             preserve_zero=domain != ZeroPointDomain.FLOAT)
+            got = choose_qparams_affine_with_min_max(min_val, max_val, mapping, block_size, dtype,
+                                                     zero_point_domain=domain,
+                                                     preserve_zero=domain != ZeroPointDomain.FLOAT)
+            self.assertTrue(torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1]), msg=mapping)
+
+
+class TestQuantizationUtils(TestCase):
+    def test_compute_error_is_sqnr(self):
+        from torchao.quantization.utils import compute_error
+
+        x = torch.randn(100, dtype=torch.float64)
+        noise = 0.01 * torch.randn(100, dtype=torch.float64)
+        expected = 20 * torch.log10(x.norm() / noise.norm())
+        self.assertAlmostEqual(compute_error(x, x + noise).item(), expected.item(), places=4)
+
+    def test_dynamically_quantize_per_channel(self):
+        from torchao.quantization.utils import dynamically_quantize_per_channel
+
+        torch.manual_seed(0)
+        x = torch.randn(16, 48)
+        q, scale, zero_point = dynamically_quantize_per_channel(x, -128, 127, torch.int8)
+        self.assertEqual((q.dtype, scale.shape, zero_point.dtype), (torch.int8, torch.Size([16]), torch.int64))
+        expected_scale = x.abs().amax(1).double() / 127.5
+        torch.testing.assert_close(scale.double(), expected_scale, rtol=1e-6, atol=0)
+        # the primitives' arithmetic (float32 x * (1 / scale), as PyTorch's quantized_decomposed ops)
+        q_ref = torch.clamp(torch.round(x * (1.0 / scale.unsqueeze(1))), -128, 127)
+        self.assertTrue(torch.equal(q.long(), q_ref.long()))
+
+    def test_quantize_activation_per_token_absmax(self):
+        from torchao.quantization.utils import quantize_activation_per_token_absmax
+
+        torch.manual_seed(0)
+        t = torch.randn(2, 5, 32)
+        q, scale = quantize_activation_per_token_absmax(t)
+        self.assertEqual((q.dtype, tuple(scale.shape)), (torch.int8, (2, 5, 1)))
+        self.assertLessEqual(int(q.abs().max()), 127)
+        torch.testing.assert_close(scale.double(), t.abs().amax(-1, keepdim=True).double() / 127, rtol=1e-6, atol=0)
+        self.assertLess(((q * scale - t).abs() / scale).max().item(), 0.5 + 1e-4)
+
+
+if __name__ == "__main__":
+    unittest.main()
