@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 import torchao
-from torchao.checkpoint import WEIGHTS_NAME
+from torchao.io.checkpoint import WEIGHTS_NAME
 from torchao.quantization import (
     int4_weight_only,
     int8_dynamic_activation_int4_weight,

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 import torchao
-from torchao._eval import perplexity
+from torchao.quant_api.evaluation import perplexity
 from torchao.quantization import (
     int4_weight_only,
     int8_dynamic_activation_int4_weight,

@@ -24,7 +24,7 @@ from typing import Callable, Dict, List
 import torch
 
 import torchao
-from torchao._eval import perplexity
+from torchao.quant_api.evaluation import perplexity
 from torchao.quant_api.calibration import get_block_names
 from torchao.quantization import autoround, gptq, intx_weight_only
 from torchao.testbed import calibration_text, heldout_text, model_dir, val_text

@@ -143,7 +143,7 @@ def generate(model, step, prompt: torch.Tensor, new_tokens: int, max_seq: int):
 
 
 def worker(args) -> None:
-    from torchao._eval import perplexity
+    from torchao.quant_api.evaluation import perplexity
     from torchao.utils import weight_bytes
 
     texts = text_ids(args.model)

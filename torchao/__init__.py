@@ -9,12 +9,11 @@ from torchao import _compat
 from torchao import qtensor as _qtensor  # noqa: F401  (registers ops, layouts, safe globals)
 from torchao.quant_api import quantize, quantize_
 from torchao.quant_api.autoquant import autoquant
-from torchao.checkpoint import load_quantized, save_quantized
-from torchao.export import export_aoti, load_aoti
+from torchao.io import export_aoti, load_aoti, load_quantized, save_quantized
 from torchao import dtypes, quantization  # noqa: F401  (``torchao.dtypes.X`` works after ``import torchao``)
 
 _compat.install()
 
-__version__ = "0.1.0"
+from torchao.version import __version__
 
 __all__ = ["quantize_", "quantize", "autoquant", "save_quantized", "load_quantized", "export_aoti", "load_aoti", "__version__"]

@@ -118,7 +118,7 @@ def _layer_filter(include_lm_head: bool):
 
 def quantize_command(args) -> int:
     import torchao
-    from torchao._eval import perplexity
+    from torchao.quant_api.evaluation import perplexity
     from torchao.quant_api.calibration import CalibrationError
     from torchao.quant_api.configs import UnsupportedWeight
     from torchao.utils import weight_bytes

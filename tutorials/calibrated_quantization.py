@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 import torchao
-from torchao._eval import perplexity
+from torchao.quant_api.evaluation import perplexity
 from torchao.quantization import autoround, gptq, intx_weight_only
 from torchao.testbed import calibration_text, heldout_text, model_dir
 

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from testbed import PYLLAMA
 
 import torchao
-from torchao.checkpoint import METADATA_NAME, WEIGHTS_NAME, CheckpointError
+from torchao.io.checkpoint import METADATA_NAME, WEIGHTS_NAME, CheckpointError
 from torchao.dtypes import AffineQuantizedTensor
 from torchao.quantization import (
     int4_weight_only,

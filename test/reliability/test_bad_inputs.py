@@ -15,7 +15,7 @@ from expecttest import TestCase
 from testbed import PYLLAMA, tiny_llama
 
 import torchao
-from torchao.checkpoint import METADATA_NAME, WEIGHTS_NAME, CheckpointError
+from torchao.io.checkpoint import METADATA_NAME, WEIGHTS_NAME, CheckpointError
 from torchao.dtypes import AffineQuantizedTensor
 from torchao.qtensor.act_quant import get_activation_quantizer
 from torchao.quant_api.apply import NonFiniteWeight

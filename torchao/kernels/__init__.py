@@ -5,6 +5,11 @@ Importing this package never needs a GPU; the Triton ops are registered when tri
 
 import functools
 
+#: how a Triton kernel reads zero points, by ZeroPointDomain name: none, integer (q - z) * s, or float
+#: (q - mid) * s + z
+ZP_NONE, ZP_INT, ZP_FLOAT = 0, 1, 2
+ZP_MODES = {"NONE": ZP_NONE, "INT": ZP_INT, "FLOAT": ZP_FLOAT}
+
 
 @functools.lru_cache(maxsize=None)
 def triton_available() -> bool:

@@ -22,6 +22,7 @@ import triton
 from torch.library import triton_op, wrap_triton
 
 from torchao.kernels.autotune_cache import AUTOTUNE_CACHE, KernelConfig
+from torchao.kernels import ZP_FLOAT, ZP_INT, ZP_NONE
 from torchao.kernels.triton_mm import dot_kernel, gemv_kernel
 
 __all__ = [
@@ -37,7 +38,6 @@ __all__ = [
 ]
 
 INTERPRET = bool(triton.knobs.runtime.interpret) if hasattr(triton, "knobs") else os.environ.get("TRITON_INTERPRET") == "1"
-ZP_NONE, ZP_INT, ZP_FLOAT = 0, 1, 2
 W_INT8, W_INT4, W_INT8_DYNAMIC = 0, 1, 2
 #: fill outputs with NaN before launching (tests: an element a kernel fails to write stays NaN)
 POISON_OUTPUTS = False

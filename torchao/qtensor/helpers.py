@@ -1,5 +1,6 @@
-"""Small quantization helpers that scripts of the seed's era imported from ``torchao.quantization.utils``,
-written once here on top of the primitives.
+"""Small tensor-level helpers: SQNR, the bytes a (quantized) model's weights occupy, and the per-channel /
+per-token quantizers that scripts of the seed's era imported from ``torchao.quantization.utils``, written
+once here on top of the primitives.
 """
 
 from __future__ import annotations
@@ -8,9 +9,10 @@ from typing import Tuple
 
 import torch
 
+from torchao.qtensor.aqt import AffineQuantizedTensor
 from torchao.qtensor.primitives import MappingType, choose_qparams_affine, quantize_affine
 
-__all__ = ["sqnr", "quantize_per_channel_symmetric", "quantize_per_token_absmax"]
+__all__ = ["sqnr", "weight_bytes", "quantize_per_channel_symmetric", "quantize_per_token_absmax"]
 
 
 def sqnr(reference: torch.Tensor, approximation: torch.Tensor) -> torch.Tensor:
@@ -42,3 +44,16 @@ def quantize_per_token_absmax(t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tens
                                               scale_dtype=t.dtype, zero_point_dtype=torch.int64)
     q = quantize_affine(t, block, scale, zero_point, torch.int8, -127, 127)
     return q, scale.reshape(*t.shape[:-1], 1)
+
+
+def weight_bytes(model: torch.nn.Module, skip_embeddings: bool = False) -> int:
+    """Bytes the parameters of ``model`` occupy, a quantized one counting its packed inner tensors.
+    ``skip_embeddings``: leave out nn.Embedding tables (a decode step reads one row of them, not all)."""
+    skipped = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)} if skip_embeddings else set()
+    total = 0
+    for p in model.parameters():
+        if id(p) in skipped:
+            continue
+        inner = p.inner_tensors().values() if isinstance(p, AffineQuantizedTensor) else [p]
+        total += sum(t.numel() * t.element_size() for t in inner)
+    return total

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.fx.experimental.symbolic_shapes import guard_or_false
 
 from torchao.kernels import cpu as cpu_kernels
-from torchao.kernels import triton_available
+from torchao.kernels import ZP_MODES, triton_available
 from torchao.qtensor.act_quant import get_activation_quantizer
 from torchao.qtensor.aqt import AffineQuantizedTensor
 from torchao.qtensor.primitives import ZeroPointDomain
@@ -168,16 +168,12 @@ def _run_triton_int8_weight_only(x, w):
     return torch.ops.torchao.int8_weight_only_mm_triton(x, w.int_data, w.scale.reshape(-1), zero_point)
 
 
-_ZP_MODES = {ZeroPointDomain.NONE: 0, ZeroPointDomain.INT: 1, ZeroPointDomain.FLOAT: 2}
-
-
 @register_linear_kernel("triton_int4_weight_only", _triton_int4_weight_only)
 def _run_triton_int4_weight_only(x, w):
     s = w.spec
-    mid = (s.quant_min + s.quant_max + 1) / 2
     zero_point = None if s.zero_point_domain == ZeroPointDomain.NONE else w.zero_point
     return torch.ops.torchao.int4_weight_only_mm_triton(
-        x, w.packed, w.scale, zero_point, s.group_size, s.quant_min, _ZP_MODES[s.zero_point_domain], mid
+        x, w.packed, w.scale, zero_point, s.group_size, s.quant_min, ZP_MODES[s.zero_point_domain.name], s.mid
     )
 
 

@@ -175,7 +175,8 @@ def _check_float_input(input: torch.Tensor, fn: str) -> None:
         raise TypeError(f"{fn} expects a floating point input (float32/float16/bfloat16/float64), got {input.dtype}")
 
 
-def _mid_point(qmin: int, qmax: int) -> float:
+def mid_point(qmin: int, qmax: int) -> float:
+    """The middle of [qmin, qmax] that ZeroPointDomain.FLOAT measures from: (qmin + qmax + 1) / 2."""
     return (qmax + qmin + 1) / 2
 
 
@@ -243,7 +244,7 @@ def _qparams_from_min_max(min_val, max_val, mapping_type: str, target_dtype, qua
         if zero_point_domain == "INT":
             zero_point = torch.clamp(qmin - torch.round(min_val / exact_scale), qmin, qmax)
         else:
-            zero_point = min_val + exact_scale * _mid_point(qmin, qmax)
+            zero_point = min_val + exact_scale * mid_point(qmin, qmax)
         zero_point = zero_point.to(zero_point_dtype)
     else:
         raise ValueError(f"unknown mapping_type {mapping_type}; expected one of {[m.name for m in MappingType]}")
@@ -271,7 +272,7 @@ def _quantize_impl(
     s = _as_qparam_view(scale, "scale", qp_view).to(cdtype)
     if zero_point_domain == "FLOAT":
         zp = _as_qparam_view(_require_zero_point(zero_point), "zero_point", qp_view).to(cdtype)
-        q = torch.round((x - (zp - s * _mid_point(qmin, qmax))) / s)
+        q = torch.round((x - (zp - s * mid_point(qmin, qmax))) / s)
     else:
         q = torch.round(x * (1.0 / s))
         if zero_point_domain == "INT":
@@ -305,7 +306,7 @@ def _dequantize_impl(
     s = _as_qparam_view(scale, "scale", qp_view)
     if zero_point_domain == "FLOAT":
         zp = _as_qparam_view(_require_zero_point(zero_point), "zero_point", qp_view).to(cdtype)
-        x = (q.to(cdtype) - _mid_point(qmin, qmax)) * s.to(cdtype) + zp
+        x = (q.to(cdtype) - mid_point(qmin, qmax)) * s.to(cdtype) + zp
     else:
         if zero_point_domain == "INT":
             q = q - _as_qparam_view(_require_zero_point(zero_point), "zero_point", qp_view).to(torch.int32)

@@ -15,8 +15,6 @@
 from __future__ import annotations
 
 import copy
-import statistics
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -26,7 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from torchao.quant_api.apply import default_filter_fn
+from torchao.kernels.timing import benchmark_model
+from torchao.quant_api.apply import default_filter_fn, quantize_
 from torchao.quant_api.autoquant_cache import AUTOQUANT_CACHE, cache_key, measured_here, usable_timings
 from torchao.quant_api.configs import (
     WeightConfig,
@@ -75,20 +74,9 @@ class AutoQuantRecordingWeight(torch.Tensor):
             return func(*args, **kwargs)
 
 
-def _median_ms(module: Callable, x: torch.Tensor, runs: int = 10) -> float:
-    """Median wall time of ``module(x)`` in ms after two warm-up calls (device synchronized)."""
-    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
-    with torch.no_grad():
-        for _ in range(2):
-            module(x)
-        times = []
-        for _ in range(runs):
-            sync()
-            start = time.perf_counter()
-            module(x)
-            sync()
-            times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+def _median_ms(module: Callable, x: torch.Tensor) -> float:
+    """The default timer: median wall time of ``module(x)`` over 10 runs after two warm-ups, in ms."""
+    return benchmark_model(module, 10, x)
 
 
 @dataclass
@@ -136,9 +124,7 @@ class AutoQuantPlan:
             module.bias = nn.Parameter(layer.bias.detach().clone(), requires_grad=False)
         factory = self.candidates[name]
         if factory is not None:
-            from torchao.quant_api.apply import quantize_
-
-            quantize_(module, factory(), strict=True)
+                quantize_(module, factory(), strict=True)
         return module
 
     def _measure(self, fqn: str, layer: nn.Linear) -> LayerChoice:

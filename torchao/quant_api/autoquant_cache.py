@@ -18,6 +18,8 @@ from typing import Dict, NamedTuple, Optional, Tuple, Union
 
 import torch
 
+from torchao.version import __version__
+
 __all__ = ["AUTOQUANT_CACHE", "Timing", "cache_key", "measured_here", "usable_timings", "save_autoquant_cache",
            "load_autoquant_cache", "device_name"]
 
@@ -52,9 +54,7 @@ def device_name(device: Union[str, torch.device] = "cpu") -> str:
 
 
 def _provenance(device: Union[str, torch.device]) -> Tuple[str, str, str]:
-    import torchao
-
-    return device_name(device), torch.__version__, torchao.__version__
+    return device_name(device), torch.__version__, __version__
 
 
 def measured_here(ms: float, device: Union[str, torch.device] = "cpu") -> Timing:

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from torchao.qtensor import qparams_shape
 from torchao.quant_api.autoround_math import get_scale_shape, quant_weight, sign_sgd_step
+from torchao.quant_api.apply import quantize_
 from torchao.quant_api.calibration import (
     BlockInput,
     CalibrationError,
@@ -436,8 +437,6 @@ class AutoRound:
         )
 
     def quantize(self, filter_fn=None) -> nn.Module:
-        from torchao.quant_api.apply import quantize_
-
         quantize_(self.model, self.config, filter_fn)
         return self.model
 

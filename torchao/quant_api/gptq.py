@@ -18,6 +18,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from torchao.qtensor import AffineQuantizedTensor, MappingType, ZeroPointDomain, choose_qparams_affine
+from torchao.quant_api.apply import quantize_
 from torchao.quant_api.calibration import (
     CalibrationError,
     blocks_are_chained,
@@ -284,8 +285,6 @@ class Int4WeightOnlyGPTQQuantizer:
         self.blocksize, self.percdamp, self.groupsize, self.kwargs = blocksize, percdamp, groupsize, kwargs
 
     def quantize(self, model: nn.Module, inputs, filter_fn=None) -> nn.Module:
-        from torchao.quant_api.apply import quantize_
-
         config = gptq(inputs, bits=4, group_size=self.groupsize, blocksize=self.blocksize,
                       percdamp=self.percdamp, **self.kwargs)
         quantize_(model, config, filter_fn)

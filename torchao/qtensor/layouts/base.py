@@ -11,7 +11,7 @@ from typing import ClassVar, Dict, Optional, Tuple, Type
 
 import torch
 
-from torchao.qtensor.primitives import ZeroPointDomain
+from torchao.qtensor.primitives import ZeroPointDomain, mid_point
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,11 @@ class QuantSpec:
     def stored_shape(self) -> Tuple[int, ...]:
         """Shape of the untransposed data (what block_size refers to)."""
         return tuple(reversed(self.shape)) if self.transposed else self.shape
+
+    @property
+    def mid(self) -> float:
+        """The middle of the integer range, where ZeroPointDomain.FLOAT puts the float zero point."""
+        return mid_point(self.quant_min, self.quant_max)
 
     @property
     def bits(self) -> int:

@@ -33,8 +33,7 @@ def _kernel_scales_and_zeros(scale, zero_point, spec, kernel_group):
     elif spec.zero_point_domain == ZeroPointDomain.NONE:
         z = (8 + spec.quant_min) * s
     else:
-        mid = (spec.quant_min + spec.quant_max + 1) / 2
-        z = (8 + spec.quant_min - mid) * s + zero_point.reshape(n, groups).to(torch.float32)
+        z = (8 + spec.quant_min - spec.mid) * s + zero_point.reshape(n, groups).to(torch.float32)
     repeat = spec.group_size // kernel_group
     sz = torch.stack([s, z], dim=-1).repeat_interleave(repeat, dim=1)  # (N, K // kernel_group, 2)
     return sz.transpose(0, 1).contiguous().to(weight_only_compute_dtype(spec.dtype))

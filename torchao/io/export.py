@@ -12,6 +12,9 @@ from typing import Any, Callable, Tuple, Union
 import torch
 import torch.nn as nn
 
+import torchao.kernels.cpu  # noqa: F401  (registers the torchao:: CPU ops a package calls)
+import torchao.qtensor  # noqa: F401  (registers the quant:: ops and the tensor subclass)
+
 __all__ = ["export_quantized", "export_aoti", "load_aoti"]
 
 
@@ -40,9 +43,7 @@ def export_aoti(model: nn.Module, example_inputs, path: Union[str, Path], dynami
 
 
 def load_aoti(path: Union[str, Path]) -> Callable:
-    """Load an AOTInductor package made by export_aoti (torchao's ops are registered by importing it)."""
-    import torchao  # noqa: F401
-
+    """Load an AOTInductor package made by export_aoti (torchao's ops are registered on import)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"load_aoti: no AOTInductor package at {path} (make one with torchao.export_aoti)")
