@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from torchao.qtensor import AffineQuantizedTensor, QuantSpec, ZeroPointDomain, get_layout
-from torchao.qtensor.layouts import LAYOUTS
+from torchao.qtensor.layouts import LAYOUTS, portable_layout, restored_layout
 
 __all__ = ["save_quantized", "load_quantized", "CheckpointError", "WEIGHTS_NAME", "METADATA_NAME"]
 
@@ -37,7 +37,6 @@ METADATA_NAME = "quantization.json"
 FORMAT_VERSION = 1
 _SEP = "::"
 _CHECKSUMS = "checksums"  # safetensors header entry: sha256 of every stored tensor and metadata entry
-_PORTABLE = {"int4_cpu": "int4_packed"}  # machine-specific layouts and what is saved instead
 
 
 class CheckpointError(ValueError):
@@ -82,16 +81,6 @@ def _spec_from_json(d: dict, name: str) -> QuantSpec:
         raise CheckpointError(f"{name}: malformed quantization metadata ({type(e).__name__}: {e})") from e
 
 
-def _portable(t: AffineQuantizedTensor) -> AffineQuantizedTensor:
-    target = _PORTABLE.get(t.spec.layout)
-    if target is None:
-        return t
-    int_data, scale, zero_point = t.get_plain()
-    s = t.spec
-    return AffineQuantizedTensor.from_plain(int_data, scale, zero_point, s.block_size, s.target_dtype, s.quant_min,
-                                            s.quant_max, s.zero_point_domain, s.dtype, target, s.act_quant)
-
-
 def save_quantized(model: nn.Module, directory: Union[str, Path], tokenizer=None) -> Path:
     """Write the model's weights (quantized or not) and their quantization metadata to ``directory``."""
     from safetensors.torch import save_file
@@ -107,7 +96,8 @@ def save_quantized(model: nn.Module, directory: Union[str, Path], tokenizer=None
             continue
         seen[id(value)] = name
         if isinstance(value, AffineQuantizedTensor):
-            portable = _portable(value.detach())
+            value = value.detach()
+            portable = value.relayout(portable_layout(value.spec, value.device))
             quantized[name] = _spec_to_json(portable.spec)
             for inner, t in portable.inner_tensors().items():
                 tensors[f"{name}{_SEP}{inner}"] = t.detach().cpu().contiguous()
@@ -218,28 +208,14 @@ def _rebuild(name: str, spec: QuantSpec, tensors: Dict[str, torch.Tensor], expec
         if int_data.numel() and (int(int_data.min()) < spec.quant_min or int(int_data.max()) > spec.quant_max):
             raise CheckpointError(f"{name}: stored values span [{int(int_data.min())}, {int(int_data.max())}], outside "
                                   f"the metadata's range [{spec.quant_min}, {spec.quant_max}]")
-        rebuilt = AffineQuantizedTensor.from_plain(
+        plain_spec = replace(spec, shape=stored, transposed=False)
+        return AffineQuantizedTensor.from_plain(
             int_data.to(device), scale.to(device), None if zero_point is None else zero_point.to(device),
-            spec.block_size, spec.target_dtype, spec.quant_min, spec.quant_max, spec.zero_point_domain, spec.dtype,
-            spec.layout, spec.act_quant)
-        return _best_layout(rebuilt, device)
+            replace(plain_spec, layout=restored_layout(plain_spec, device)))
     except CheckpointError:
         raise
     except (RuntimeError, ValueError, TypeError) as e:
         raise CheckpointError(f"{name}: the stored tensors disagree with the metadata ({e})") from e
-
-
-def _best_layout(t: AffineQuantizedTensor, device: torch.device) -> AffineQuantizedTensor:
-    """The CPU kernel layout for 4-bit weights on CPU when it can hold them, else as stored."""
-    if t.spec.layout == "int4_packed" and device.type == "cpu":
-        cpu_spec = replace(t.spec, layout="int4_cpu", layout_extra=())
-        if get_layout("int4_cpu").unsupported_reason(cpu_spec, device) is None:
-            int_data, scale, zero_point = t.get_plain()
-            s = t.spec
-            t = AffineQuantizedTensor.from_plain(int_data, scale, zero_point, s.block_size, s.target_dtype,
-                                                 s.quant_min, s.quant_max, s.zero_point_domain, s.dtype,
-                                                 "int4_cpu", s.act_quant)
-    return t
 
 
 def load_quantized(model_or_dir: Union[nn.Module, str, Path], directory: Optional[Union[str, Path]] = None,

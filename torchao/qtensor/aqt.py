@@ -19,8 +19,8 @@ from torchao.qtensor.primitives import (
     ZeroPointDomain,
     choose_qparams_affine,
     dequantize_affine,
-    quant_range,
     quantize_affine,
+    quant_range,
     storage_dtype,
 )
 
@@ -130,35 +130,25 @@ class AffineQuantizedTensor(torch.Tensor):
     # ---- construction ----------------------------------------------------------------------
 
     @classmethod
-    def from_plain(
-        cls,
-        int_data: torch.Tensor,
-        scale: torch.Tensor,
-        zero_point: Optional[torch.Tensor],
-        block_size: Sequence[int],
-        target_dtype: torch.dtype,
-        quant_min: Optional[int] = None,
-        quant_max: Optional[int] = None,
-        zero_point_domain: ZeroPointDomain = ZeroPointDomain.INT,
-        dtype: torch.dtype = torch.float32,
-        layout: LayoutArg = "plain",
-        act_quant: Optional[str] = None,
-    ) -> "AffineQuantizedTensor":
-        """Wrap integers that are already quantized.
+    def from_plain(cls, int_data: torch.Tensor, scale: torch.Tensor, zero_point: Optional[torch.Tensor],
+                   spec: QuantSpec) -> "AffineQuantizedTensor":
+        """Wrap integers that are already quantized, stored in ``spec.layout``.
 
-        int_data: integers in the storage dtype of ``target_dtype``, shape = the logical shape;
-        scale / zero_point: one element per block; dtype: the logical float dtype.
+        int_data: integers in the storage dtype of ``spec.target_dtype``, of shape ``spec.shape`` (an
+        untransposed spec, e.g. ``QuantSpec.of(...)``); scale / zero_point: one element per block
+        (zero_point is dropped for ZeroPointDomain.NONE). The spec's layout_extra is the layout's to set.
         """
-        qmin, qmax = quant_range(target_dtype, quant_min, quant_max)
-        if int_data.dtype != storage_dtype(target_dtype):
-            raise TypeError(f"int_data has dtype {int_data.dtype}; {target_dtype} is stored as {storage_dtype(target_dtype)}")
-        if zero_point_domain == ZeroPointDomain.NONE:
+        if spec.transposed:
+            raise ValueError("from_plain takes an untransposed spec; transpose the result with .t()")
+        if tuple(int_data.shape) != spec.shape:
+            raise ValueError(f"int_data has shape {tuple(int_data.shape)}, the spec says {spec.shape}")
+        quant_range(spec.target_dtype, spec.quant_min, spec.quant_max)  # raises if the range does not fit
+        if int_data.dtype != storage_dtype(spec.target_dtype):
+            raise TypeError(f"int_data has dtype {int_data.dtype}; {spec.target_dtype} is stored as "
+                            f"{storage_dtype(spec.target_dtype)}")
+        if spec.zero_point_domain == ZeroPointDomain.NONE:
             zero_point = None
-        spec = QuantSpec(
-            shape=tuple(int_data.shape), dtype=dtype, block_size=tuple(int(b) for b in block_size),
-            target_dtype=target_dtype, quant_min=qmin, quant_max=qmax, zero_point_domain=zero_point_domain,
-            layout=_layout_name(layout), act_quant=act_quant,
-        )
+        spec = dataclasses.replace(spec, layout_extra=())
         layout_cls = get_layout(spec.layout)
         reason = layout_cls.unsupported_reason(spec, int_data.device)
         if reason:
@@ -198,10 +188,20 @@ class AffineQuantizedTensor(torch.Tensor):
         int_data = quantize_affine(
             input_float, block_size, scale, zero_point, target_dtype, quant_min, quant_max, zero_point_domain
         )
-        return cls.from_plain(
-            int_data, scale, zero_point, block_size, target_dtype, quant_min, quant_max, zero_point_domain,
-            dtype=input_float.dtype, layout=layout, act_quant=act_quant,
-        )
+        spec = QuantSpec.of(int_data.shape, input_float.dtype, block_size, target_dtype, quant_min, quant_max,
+                            zero_point_domain, _layout_name(layout), act_quant)
+        return cls.from_plain(int_data, scale, zero_point, spec)
+
+    def relayout(self, layout: str, device: Optional[torch.device] = None) -> "AffineQuantizedTensor":
+        """The same quantized values stored in ``layout`` (on ``device``; default: this tensor's), exactly,
+        through the plain integers; a transposed tensor stays transposed."""
+        device = self.device if device is None else torch.device(device)
+        int_data, scale, zero_point = self.get_plain()
+        s = self.spec
+        spec = dataclasses.replace(s, shape=s.stored_shape, layout=layout, transposed=False)
+        out = AffineQuantizedTensor.from_plain(int_data.to(device), scale.to(device),
+                                               None if zero_point is None else zero_point.to(device), spec)
+        return out.t() if s.transposed else out
 
     # ---- dispatch --------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from torchao.kernels import cpu as cpu_kernels
 from torchao.kernels import ZP_MODES, triton_available
 from torchao.qtensor.act_quant import get_activation_quantizer
 from torchao.qtensor.aqt import AffineQuantizedTensor
+from torchao.qtensor.layouts import get_layout
 from torchao.qtensor.primitives import ZeroPointDomain
 
 __all__ = ["LinearKernel", "LINEAR_KERNELS", "register_linear_kernel", "quantized_linear", "select_linear_kernel"]
@@ -98,11 +99,17 @@ def _on_cpu(x, w) -> bool:
     return x.device.type == "cpu" and w.device.type == "cpu"
 
 
+def _layout_runs(w: AffineQuantizedTensor, kernel: str) -> bool:
+    """Whether the weight's layout declares that ``kernel`` can run it (Layout.linear_kernels)."""
+    return kernel in get_layout(w.spec.layout).linear_kernels
+
+
 def _is_int8_per_channel(w: AffineQuantizedTensor) -> bool:
+    """2-D int8 weights with one scale per output channel (no or integer zero point): the int8 kernels'
+    weights, when the layout also says so."""
     s = w.spec
     return (
-        s.layout == "plain"
-        and len(s.shape) == 2
+        len(s.shape) == 2
         and s.block_size == (1, s.shape[1])
         and w.int_data.dtype == torch.int8
         and s.zero_point_domain in (ZeroPointDomain.INT, ZeroPointDomain.NONE)
@@ -127,27 +134,27 @@ def _weight_only(w) -> bool:
 
 
 def _cpu_int8_weight_only(x, w) -> bool:
-    return _on_cpu(x, w) and _weight_only(w) and _is_int8_per_channel(w)
+    return _on_cpu(x, w) and _weight_only(w) and _layout_runs(w, "cpu_int8_weight_only") and _is_int8_per_channel(w)
 
 
 def _cpu_int4_weight_only(x, w) -> bool:
-    return _on_cpu(x, w) and _weight_only(w) and w.spec.layout == "int4_cpu"
+    return _on_cpu(x, w) and _weight_only(w) and _layout_runs(w, "cpu_int4_weight_only")
 
 
 def _cpu_int8_dynamic(x, w) -> bool:
-    return _on_cpu(x, w) and _is_int8_dynamic(w)
+    return _on_cpu(x, w) and _layout_runs(w, "cpu_int8_dynamic") and _is_int8_dynamic(w)
 
 
 def _triton_int8_weight_only(x, w) -> bool:
-    return _on_cuda(x, w) and _weight_only(w) and _is_int8_per_channel(w)
+    return _on_cuda(x, w) and _weight_only(w) and _layout_runs(w, "triton_int8_weight_only") and _is_int8_per_channel(w)
 
 
 def _triton_int4_weight_only(x, w) -> bool:
-    return _on_cuda(x, w) and _weight_only(w) and w.spec.layout == "int4_packed"
+    return _on_cuda(x, w) and _weight_only(w) and _layout_runs(w, "triton_int4_weight_only")
 
 
 def _triton_int8_dynamic(x, w) -> bool:
-    return _on_cuda(x, w) and _is_int8_dynamic(w)
+    return _on_cuda(x, w) and _layout_runs(w, "triton_int8_dynamic") and _is_int8_dynamic(w)
 
 
 def _dynamic_without_integer_kernel(x, w) -> bool:

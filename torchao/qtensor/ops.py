@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from torchao.qtensor.aqt import AffineQuantizedTensor, implements
-from torchao.qtensor.layouts import get_layout
+from torchao.qtensor.layouts import get_layout, portable_layout
 from torchao.qtensor.linear import quantized_linear
 from torchao.qtensor.primitives import qparams_shape
 
@@ -135,7 +135,7 @@ def _to_copy(func, types, args, kwargs):
     if dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
         raise NotImplementedError(f"cannot convert an AffineQuantizedTensor to {dtype}; dequantize() it first")
     if device != w.device and get_layout(w.spec.layout).unsupported_reason(w.spec, device):
-        w = _relayout(w, _portable_layout(w), w.device)
+        w = w.relayout(portable_layout(w.spec, device))
     old_dtype = w.dtype
 
     def move(t):
@@ -143,21 +143,6 @@ def _to_copy(func, types, args, kwargs):
         return t.to(device=device, dtype=cast)
 
     return w.with_tensors(move, dtype=dtype)
-
-
-def _portable_layout(w: AffineQuantizedTensor) -> str:
-    return "int4_packed" if w.spec.layout == "int4_cpu" else "plain"
-
-
-def _relayout(w: AffineQuantizedTensor, layout: str, device: torch.device) -> AffineQuantizedTensor:
-    """Re-store ``w`` in another layout via its plain integers (exact)."""
-    int_data, scale, zero_point = w.get_plain()
-    s = w.spec
-    out = AffineQuantizedTensor.from_plain(
-        int_data.to(device), scale.to(device), None if zero_point is None else zero_point.to(device),
-        s.block_size, s.target_dtype, s.quant_min, s.quant_max, s.zero_point_domain, s.dtype, layout, s.act_quant,
-    )
-    return _transpose(out) if s.transposed else out
 
 
 @implements(aten.copy_.default)
@@ -172,7 +157,7 @@ def _copy_(func, types, args, kwargs):
     if same != dst.spec:
         raise ValueError(f"copy_: quantized source {src!r} does not match destination {dst!r}")
     if src.spec.layout != dst.spec.layout or src.spec.layout_extra != dst.spec.layout_extra:
-        src = _relayout(src, dst.spec.layout, dst.device)
+        src = src.relayout(dst.spec.layout, dst.device)
     src_tensors = src.inner_tensors()
     if set(src_tensors) != set(dst.inner_tensors()):
         raise ValueError(f"copy_: inner tensors {sorted(src_tensors)} do not match {sorted(dst.inner_tensors())}")
@@ -185,11 +170,8 @@ def _copy_(func, types, args, kwargs):
 
 
 def _rebuild(w: AffineQuantizedTensor, int_data, scale, zero_point, block_size) -> AffineQuantizedTensor:
-    s = w.spec
-    return AffineQuantizedTensor.from_plain(
-        int_data, scale, zero_point, block_size, s.target_dtype, s.quant_min, s.quant_max,
-        s.zero_point_domain, s.dtype, s.layout, s.act_quant,
-    )
+    spec = dataclasses.replace(w.spec, shape=tuple(int_data.shape), block_size=tuple(block_size), transposed=False)
+    return AffineQuantizedTensor.from_plain(int_data, scale, zero_point, spec)
 
 
 @implements(aten.view.default, aten._unsafe_view.default, aten.reshape.default)

@@ -13,9 +13,9 @@ from typing import Optional
 import torch
 
 from torchao.qtensor import AffineQuantizedTensor, MappingType, ZeroPointDomain, get_layout
-from torchao.qtensor.layouts import LAYOUTS, QuantSpec
+from torchao.qtensor.layouts import LAYOUTS, QuantSpec, best_layout
 from torchao.quant_api.hqq import hqq_quantize
-from torchao.quant_api.weight_format import IntFormat, best_int4_layout, quantized_weight
+from torchao.quant_api.weight_format import IntFormat, quantized_weight
 
 __all__ = [
     "UnsupportedWeight",
@@ -130,7 +130,7 @@ class Int4WeightOnlyConfig(WeightConfig):
         if reason:
             return reason
         spec = _int4_spec(weight, self.group_size, torch.uint4, 0, 15, ZeroPointDomain.FLOAT)
-        layout = self.layout or best_int4_layout(spec, weight.device, "int4_packed")
+        layout = self.layout or best_layout(spec, weight.device, "int4_packed")
         return get_layout(layout).unsupported_reason(replace(spec, layout=layout), weight.device)
 
     def quantize(self, weight):
@@ -139,7 +139,7 @@ class Int4WeightOnlyConfig(WeightConfig):
             weight, MappingType.ASYMMETRIC, (1, self.group_size), torch.uint4, eps=scale_floor(weight.dtype),
             scale_dtype=weight.dtype, zero_point_dtype=weight.dtype, preserve_zero=False,
             zero_point_domain=ZeroPointDomain.FLOAT,
-            layout=self.layout or best_int4_layout(spec, weight.device, "int4_packed"),
+            layout=self.layout or best_layout(spec, weight.device, "int4_packed"),
         )
 
 
@@ -172,7 +172,7 @@ class Int8DynamicActivationInt4WeightConfig(WeightConfig):
         return AffineQuantizedTensor.from_float(
             weight, MappingType.SYMMETRIC, (1, self.group_size), torch.int4, eps=scale_floor(weight.dtype),
             scale_dtype=weight.dtype, zero_point_domain=ZeroPointDomain.NONE, act_quant="int8_per_token_asym",
-            layout=best_int4_layout(spec, weight.device, "plain"),
+            layout=best_layout(spec, weight.device, "plain"),
         )
 
 

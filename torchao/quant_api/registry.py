@@ -17,7 +17,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple, Type
 import torch
 import torch.nn as nn
 
-from torchao.qtensor import AffineQuantizedTensor, ZeroPointDomain
+from torchao.qtensor import AffineQuantizedTensor, QuantSpec, ZeroPointDomain
 from torchao.qtensor.layouts.q4_0 import BLOCK, choose_q4_0_scale, quantize_q4_0
 from torchao.quant_api.apply import quantize_
 from torchao.quant_api.configs import (
@@ -53,8 +53,8 @@ class Q4_0Config(WeightConfig):
         if self.grid_size:
             d = _grid_mse_scale(weight, d, self.grid_size, self.maxshrink)
         q = quantize_q4_0(weight, d)
-        return AffineQuantizedTensor.from_plain(q, d.to(torch.float16), None, (1, BLOCK), torch.int4, -8, 7,
-                                                ZeroPointDomain.NONE, dtype=weight.dtype, layout="q4_0")
+        spec = QuantSpec.of(q.shape, weight.dtype, (1, BLOCK), torch.int4, -8, 7, ZeroPointDomain.NONE, "q4_0")
+        return AffineQuantizedTensor.from_plain(q, d.to(torch.float16), None, spec)
 
 
 def _grid_mse_scale(weight: torch.Tensor, d: torch.Tensor, grid: int, maxshrink: float) -> torch.Tensor:

@@ -6,23 +6,16 @@ GPTQ, AutoRound and HQQ compute their own integers; ``IntFormat`` says which ran
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch
 
-from torchao.qtensor import AffineQuantizedTensor, MappingType, ZeroPointDomain, get_layout
-from torchao.qtensor.layouts import QuantSpec
+from torchao.qtensor import AffineQuantizedTensor, MappingType, ZeroPointDomain
+from torchao.qtensor.layouts import QuantSpec, best_layout, can_hold
 from torchao.qtensor.primitives import storage_dtype
 
-__all__ = ["IntFormat", "quantized_weight", "best_int4_layout"]
-
-
-def best_int4_layout(spec: QuantSpec, device: torch.device, fallback: str = "int4_packed") -> str:
-    """The fastest layout for a <= 4-bit 2-D weight on ``device`` (the CPU int4 kernel's format on CPU,
-    the packed Triton format elsewhere), or ``fallback`` when it cannot hold ``spec``."""
-    preferred = "int4_cpu" if device.type == "cpu" else "int4_packed"
-    return preferred if get_layout(preferred).unsupported_reason(spec, device) is None else fallback
+__all__ = ["IntFormat", "quantized_weight"]
 
 
 @dataclass(frozen=True)
@@ -94,12 +87,9 @@ def quantized_weight(
     zero_point: integers (any dtype) for asymmetric formats, None for symmetric ones."""
     domain = fmt.zero_point_domain
     zp = None if fmt.sym else zero_point.round().to(torch.int32)
+    spec = QuantSpec.of(int_data.shape, dtype, (1, group_size), fmt.target_dtype, fmt.quant_min, fmt.quant_max,
+                        domain, "plain")
     if layout is None:
-        spec = QuantSpec(tuple(int_data.shape), dtype, (1, group_size), fmt.target_dtype, fmt.quant_min,
-                         fmt.quant_max, domain, "int4_packed")
-        fallback = "int4_packed" if get_layout("int4_packed").unsupported_reason(spec, int_data.device) is None else "plain"
-        layout = best_int4_layout(spec, int_data.device, fallback) if fmt.bits <= 4 else "plain"
-    return AffineQuantizedTensor.from_plain(
-        int_data, scale, zp, (1, group_size), fmt.target_dtype, fmt.quant_min, fmt.quant_max,
-        domain, dtype=dtype, layout=layout,
-    )
+        fallback = "int4_packed" if can_hold("int4_packed", spec, int_data.device) else "plain"
+        layout = best_layout(spec, int_data.device, fallback) if fmt.bits <= 4 else "plain"
+    return AffineQuantizedTensor.from_plain(int_data, scale, zp, replace(spec, layout=layout))

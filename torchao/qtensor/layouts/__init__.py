@@ -1,6 +1,16 @@
 """Storage layouts of AffineQuantizedTensor, one module each, registered in LAYOUTS by name."""
 
-from torchao.qtensor.layouts.base import LAYOUTS, Layout, QuantSpec, get_layout, register_layout
+from torchao.qtensor.layouts.base import (
+    LAYOUTS,
+    Layout,
+    QuantSpec,
+    best_layout,
+    can_hold,
+    get_layout,
+    portable_layout,
+    register_layout,
+    restored_layout,
+)
 from torchao.qtensor.layouts.plain import PlainLayout
 from torchao.qtensor.layouts.int4_packed import Int4PackedLayout
 from torchao.qtensor.layouts.int4_cpu import Int4CPULayout
@@ -13,6 +23,10 @@ __all__ = [
     "QuantSpec",
     "get_layout",
     "register_layout",
+    "can_hold",
+    "best_layout",
+    "portable_layout",
+    "restored_layout",
     "PlainLayout",
     "Int4PackedLayout",
     "Int4CPULayout",

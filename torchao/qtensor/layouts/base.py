@@ -6,12 +6,12 @@ wants, and back, exactly. Adding a layout is one new module with a ``@register_l
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar, Dict, Optional, Tuple, Type
 
 import torch
 
-from torchao.qtensor.primitives import ZeroPointDomain, mid_point
+from torchao.qtensor.primitives import ZeroPointDomain, mid_point, quant_range
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,15 @@ class QuantSpec:
     def extra(self, key, default=None):
         return dict(self.layout_extra).get(key, default)
 
+    @classmethod
+    def of(cls, shape, dtype: torch.dtype, block_size, target_dtype: torch.dtype, quant_min: Optional[int] = None,
+           quant_max: Optional[int] = None, zero_point_domain: ZeroPointDomain = ZeroPointDomain.INT,
+           layout: str = "plain", act_quant: Optional[str] = None) -> "QuantSpec":
+        """The spec of an untransposed tensor, the quant range defaulting to ``target_dtype``'s (checked)."""
+        qmin, qmax = quant_range(target_dtype, quant_min, quant_max)
+        return cls(tuple(int(s) for s in shape), dtype, tuple(int(b) for b in block_size), target_dtype, qmin, qmax,
+                   zero_point_domain, layout, act_quant=act_quant)
+
 
 PlainTriple = Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]
 
@@ -79,6 +88,12 @@ class Layout:
     device_types: ClassVar[Optional[Tuple[str, ...]]] = None
     #: every inner tensor has the weight's rows as dim 0 (so rows can be gathered without unpacking all)
     rows_gatherable: ClassVar[bool] = False
+    #: the layout a checkpoint stores instead of this one (for machine-specific formats; None: this one)
+    portable: ClassVar[Optional[str]] = None
+    #: device types on which this is the fastest layout for the weights it can hold (kernel formats)
+    preferred_on: ClassVar[Tuple[str, ...]] = ()
+    #: names of the linear kernels (qtensor/linear.py) that can run a weight stored in this layout
+    linear_kernels: ClassVar[Tuple[str, ...]] = ()
 
     @classmethod
     def unsupported_reason(cls, spec: QuantSpec, device: torch.device) -> Optional[str]:
@@ -119,3 +134,30 @@ def get_layout(name: str) -> Type[Layout]:
         return LAYOUTS[name]
     except KeyError:
         raise ValueError(f"unknown layout '{name}'; registered layouts: {sorted(LAYOUTS)}") from None
+
+
+def can_hold(layout: str, spec: QuantSpec, device: torch.device) -> bool:
+    """Whether ``layout`` can store a tensor of ``spec`` (whatever its current layout) on ``device``."""
+    return get_layout(layout).unsupported_reason(replace(spec, layout=layout, layout_extra=()), device) is None
+
+
+def best_layout(spec: QuantSpec, device: torch.device, fallback: str) -> str:
+    """The layout preferred on ``device`` (its kernel format) that can hold ``spec``, else ``fallback``."""
+    return next((name for name, cls in LAYOUTS.items() if device.type in cls.preferred_on
+                 and can_hold(name, spec, device)), fallback)
+
+
+def portable_layout(spec: QuantSpec, device: torch.device) -> str:
+    """Where ``spec``'s tensor goes to leave its machine-specific layout: the layout's portable form,
+    else plain, the first that can hold it on ``device``; the layout itself when it is portable."""
+    cls = get_layout(spec.layout)
+    if cls.portable is None and can_hold(spec.layout, spec, device):
+        return spec.layout
+    return next(name for name in (cls.portable, "plain") if name is not None and can_hold(name, spec, device))
+
+
+def restored_layout(spec: QuantSpec, device: torch.device) -> str:
+    """The layout to rebuild a stored tensor in on ``device``: the preferred layout whose portable form was
+    stored, when it can hold the tensor, else the stored layout."""
+    return next((name for name, cls in LAYOUTS.items() if cls.portable == spec.layout
+                 and device.type in cls.preferred_on and can_hold(name, spec, device)), spec.layout)

@@ -47,6 +47,9 @@ class Int4CPULayout(Layout):
     name = "int4_cpu"
     tensor_names = ("packed", "scales_and_zeros", "scale", "zero_point")
     device_types = ("cpu",)
+    portable = "int4_packed"  # the packing depends on the CPU's vector width
+    preferred_on = ("cpu",)
+    linear_kernels = ("cpu_int4_weight_only",)
 
     @classmethod
     def unsupported_reason(cls, spec, device):

@@ -46,6 +46,8 @@ class Int4PackedLayout(Layout):
     name = "int4_packed"
     rows_gatherable = True
     tensor_names = ("packed", "scale", "zero_point")
+    preferred_on = ("cuda",)
+    linear_kernels = ("triton_int4_weight_only",)
 
     @classmethod
     def unsupported_reason(cls, spec, device):

@@ -13,6 +13,7 @@ class PlainLayout(Layout):
     name = "plain"
     rows_gatherable = True
     tensor_names = ("int_data", "scale", "zero_point")
+    linear_kernels = ("cpu_int8_weight_only", "triton_int8_weight_only", "cpu_int8_dynamic", "triton_int8_dynamic")
 
     @classmethod
     def pack(cls, int_data, scale, zero_point, spec):
