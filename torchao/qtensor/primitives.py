@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from enum import Enum, auto
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 
@@ -42,6 +42,8 @@ __all__ = [
     "dequantize_affine",
     "fake_quantize_affine",
     "fake_quantize_affine_cachemask",
+    "round_to_grid",
+    "mid_point",
     "choose_qparams_affine_with_min_max",
     "qparams_shape",
     "quant_range",
@@ -175,6 +177,14 @@ def _check_float_input(input: torch.Tensor, fn: str) -> None:
         raise TypeError(f"{fn} expects a floating point input (float32/float16/bfloat16/float64), got {input.dtype}")
 
 
+def round_to_grid(x: torch.Tensor, scale, zero_point, quant_min: int, quant_max: int,
+                  rounding: Callable[[torch.Tensor], torch.Tensor] = torch.round) -> torch.Tensor:
+    """``clamp(rounding(x * (1 / scale)) + zero_point, quant_min, quant_max)``: the one rounding rule of
+    integer (or no, ``zero_point=0``) zero points, as floats; arguments broadcast. ``rounding`` may add a
+    learned offset or pass gradients straight through (AutoRound)."""
+    return torch.clamp(rounding(x * (1.0 / scale)) + zero_point, quant_min, quant_max)
+
+
 def mid_point(qmin: int, qmax: int) -> float:
     """The middle of [qmin, qmax] that ZeroPointDomain.FLOAT measures from: (qmin + qmax + 1) / 2."""
     return (qmax + qmin + 1) / 2
@@ -273,11 +283,12 @@ def _quantize_impl(
     if zero_point_domain == "FLOAT":
         zp = _as_qparam_view(_require_zero_point(zero_point), "zero_point", qp_view).to(cdtype)
         q = torch.round((x - (zp - s * mid_point(qmin, qmax))) / s)
+        q = torch.clamp(q, qmin, qmax)
     else:
-        q = torch.round(x * (1.0 / s))
+        zp = 0.0
         if zero_point_domain == "INT":
-            q = q + _as_qparam_view(_require_zero_point(zero_point), "zero_point", qp_view).to(cdtype)
-    q = torch.clamp(q, qmin, qmax)
+            zp = _as_qparam_view(_require_zero_point(zero_point), "zero_point", qp_view).to(cdtype)
+        q = round_to_grid(x, s, zp, qmin, qmax)
     return q.to(storage_dtype(output_dtype)).reshape(input.shape)
 
 

@@ -56,12 +56,12 @@ def warn_lost_weights(pairs) -> None:
             if error > LOST_WEIGHT_ERROR:
                 lost.append(f"  {fqn}: relative error {error:.2f} (weight norm {norm:.3g})")
     if lost:
-        warnings.warn(f"quantization lost most of {len(lost)} weight(s):\n" + "\n".join(lost), stacklevel=3)
+        warnings.warn(f"quantization lost most of {len(lost)} weight(s):\n" + "\n".join(lost), stacklevel=4)
 
 
 def _warn_skipped(skipped: Dict[str, str]) -> None:
     lines = "\n".join(f"  {fqn}: {reason}" for fqn, reason in skipped.items())
-    warnings.warn(f"quantize_ left {len(skipped)} layer(s) unchanged:\n{lines}", stacklevel=3)
+    warnings.warn(f"quantize_ left {len(skipped)} layer(s) unchanged:\n{lines}", stacklevel=4)
 
 
 def quantize_(
@@ -85,30 +85,45 @@ def quantize_(
     Weights shared between modules (tied) are quantized once and stay shared.
     """
     filter_fn = filter_fn or default_filter_fn
-    targets = _targets(model, filter_fn)
-    for fqn, module in targets:
+    targets = dict(_targets(model, filter_fn))
+    for fqn, module in targets.items():
         check_finite(fqn, module.weight)
-    if hasattr(apply_fn_or_config, "apply_to_model"):  # calibrated methods (GPTQ, AutoRound) work per model
-        apply_fn_or_config.apply_to_model(model, filter_fn, strict=strict)
-        return
-    precheck = getattr(apply_fn_or_config, "unsupported_reason", None)
-    skipped = {fqn: reason for fqn, m in targets if precheck and (reason := precheck(m.weight))}
-    skipped.update(_shared_with_unselected(model, targets))
+    calibrated = hasattr(apply_fn_or_config, "quantized_weights")
+    if calibrated:  # GPTQ, AutoRound: the method picks its layers (e.g. those inside the blocks)
+        targets = apply_fn_or_config.layers_to_quantize(model, targets)
+        reasons = apply_fn_or_config.unsupported_layers(targets)
+    else:
+        precheck = getattr(apply_fn_or_config, "unsupported_reason", None)
+        reasons = {fqn: r for fqn, m in targets.items() if precheck and (r := precheck(m.weight))}
+    skipped = {**reasons, **_shared_with_unselected(model, targets)}
+    _refuse_if_strict(skipped, strict)
+    todo = {fqn: m for fqn, m in targets.items() if fqn not in skipped}
+    if calibrated:
+        new_weights = apply_fn_or_config.quantized_weights(model, todo)
+    else:
+        new_weights = _quantize_each(todo, apply_fn_or_config, skipped, strict)
+    _commit(model, targets, new_weights, skipped)
+
+
+def _refuse_if_strict(skipped: Dict[str, str], strict: bool) -> None:
     if strict and skipped:
         raise UnsupportedWeight(
             "quantize_(strict=True): cannot serve " + "; ".join(f"{fqn}: {r}" for fqn, r in skipped.items())
         )
 
+
+def _quantize_each(targets: Dict[str, nn.Module], apply_fn: ApplyFn, skipped: Dict[str, str],
+                   strict: bool) -> Dict[str, nn.Parameter]:
+    """``apply_fn`` on each target's weight, once per shared weight; a weight the function refuses
+    (UnsupportedWeight) joins ``skipped``, or is raised under ``strict``."""
     new_weights: Dict[str, nn.Parameter] = {}
     by_identity: Dict[int, nn.Parameter] = {}
     with torch.no_grad():
-        for fqn, module in targets:
-            if fqn in skipped:
-                continue
+        for fqn, module in targets.items():
             weight = module.weight
             if id(weight) not in by_identity:
                 try:
-                    quantized = apply_fn_or_config(weight)
+                    quantized = apply_fn(weight)
                 except UnsupportedWeight as e:
                     if strict:
                         raise
@@ -118,14 +133,21 @@ def quantize_(
                     if hasattr(e, "add_note"):  # Python 3.11+: say which layer, keep the exception's type
                         e.add_note(f"while quantizing {fqn}.weight of shape {tuple(weight.shape)} ({weight.dtype})")
                     raise
-                _check_result(fqn, weight, quantized)
                 by_identity[id(weight)] = nn.Parameter(quantized, requires_grad=False)
             new_weights[fqn] = by_identity[id(weight)]
-        warn_lost_weights([(fqn, m.weight, new_weights[fqn]) for fqn, m in targets if fqn in new_weights])
+    return new_weights
 
-    modules = dict(model.named_modules())
-    for fqn, param in new_weights.items():
-        modules[fqn].weight = param
+
+def _commit(model: nn.Module, targets: Dict[str, nn.Module], new_weights: Dict[str, torch.Tensor],
+            skipped: Dict[str, str]) -> None:
+    """The one swap every path ends in: check each new weight, warn about lost ones, put them all in
+    place (frozen Parameters), then list the layers left unchanged."""
+    for fqn, weight in new_weights.items():
+        _check_result(fqn, targets[fqn].weight, weight)
+    warn_lost_weights([(fqn, targets[fqn].weight, w) for fqn, w in new_weights.items()])
+    for fqn, weight in new_weights.items():
+        param = weight if isinstance(weight, nn.Parameter) else nn.Parameter(weight, requires_grad=False)
+        targets[fqn].weight = param
     if skipped:
         _warn_skipped(skipped)
 
@@ -134,13 +156,13 @@ def _shared_with_unselected(model: nn.Module, targets) -> Dict[str, str]:
     """Targets whose weight is also held by a module that is not being quantized (e.g. an embedding tied to
     an lm_head when only Linear layers are selected): those stay in float, so the tie and the other
     module's float math both survive."""
-    selected = {fqn for fqn, _ in targets}
+    selected = set(targets)
     holders: Dict[int, List[str]] = {}
     for fqn, module in model.named_modules(remove_duplicate=False):
         for name, param in module.named_parameters(recurse=False):
             holders.setdefault(id(param), []).append(f"{fqn}.{name}" if fqn else name)
     reasons = {}
-    for fqn, module in targets:
+    for fqn, module in targets.items():
         others = [h for h in holders.get(id(module.weight), []) if h.rpartition(".")[0] not in selected]
         if others:
             reasons[fqn] = f"weight shared with {', '.join(others)}, which is not being quantized"

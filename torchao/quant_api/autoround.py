@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from torchao.qtensor import qparams_shape
+from torchao.qtensor.primitives import round_to_grid
 from torchao.quant_api.autoround_math import get_scale_shape, quant_weight, sign_sgd_step
 from torchao.quant_api.apply import quantize_
 from torchao.quant_api.calibration import (
@@ -102,8 +102,10 @@ class WrapperLinear(nn.Module):
         n, k = self.layer.weight.shape
         group = self.spec.group_for(k)
         w = self.layer.weight.to(torch.float32).reshape(n, k // group, group)
-        q = torch.round(w * (1.0 / scale.unsqueeze(-1)) + self.value.reshape(n, k // group, group)) + zp.unsqueeze(-1)
-        q = torch.clamp(q, fmt.quant_min, fmt.quant_max).reshape(n, k).to(fmt.storage_dtype)
+        value = self.value.reshape(n, k // group, group)
+        q = round_to_grid(w, scale.unsqueeze(-1), zp.unsqueeze(-1), fmt.quant_min, fmt.quant_max,
+                          rounding=lambda t: torch.round(t + value))
+        q = q.reshape(n, k).to(fmt.storage_dtype)
         shape = qparams_shape((1, group), (n, k))  # (N,) per channel, (N, K // g) per group
         return quantized_weight(q, scale.to(self.scale_dtype).reshape(shape), zp.reshape(shape), fmt, group,
                                 self.layer.weight.dtype, layout)
@@ -221,22 +223,36 @@ class AutoRoundConfig:
 
     # ---- model level ----------------------------------------------------------------------------
 
-    def apply_to_model(self, model: nn.Module, filter_fn, strict: bool = False) -> None:
-        block_names = self.block_names if self.block_names is not None else get_block_names(model)
-        if not block_names:
+    def _block_names(self, model: nn.Module) -> List[str]:
+        names = self.block_names if self.block_names is not None else get_block_names(model)
+        if not names:
             raise CalibrationError(f"no transformer blocks found in {type(model).__name__}; pass block_names=[...]")
-        linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and filter_fn(m, n)}
+        return names
+
+    def _block_of(self, fqn: str, block_names: Sequence[str]) -> Optional[str]:
+        return next((b for b in block_names if fqn.startswith(b + ".")), None)
+
+    def layers_to_quantize(self, model: nn.Module, targets: Dict[str, nn.Module]) -> Dict[str, nn.Module]:
+        """The selected Linear layers inside the blocks, plus those outside that ``weight_config`` names or
+        ``quant_nonblock_layers`` takes (round-to-nearest)."""
+        block_names = self._block_names(model)
+        linears = {fqn: m for fqn, m in targets.items() if isinstance(m, nn.Linear)}
         unknown = sorted(set(self.weight_config) - set(linears))
         if unknown:
             raise ValueError(f"weight_config names layers that are not quantizable Linear layers: {unknown}")
-        specs = {n: self._spec(self.weight_config.get(n, {})) for n in linears}
-        in_block = {n: next((b for b in block_names if n.startswith(b + ".")), None) for n in linears}
-        skipped = {n: r for n, m in linears.items() if (r := self.unsupported_reason(m, specs[n]))}
-        if not self.quant_nonblock_layers:
-            skipped.update({n: "outside the transformer blocks" for n, b in in_block.items() if b is None
-                            and n not in self.weight_config})
-        if strict and any(r != "outside the transformer blocks" for r in skipped.values()):
-            raise CalibrationError("AutoRound cannot serve " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+        return {fqn: m for fqn, m in linears.items() if self._block_of(fqn, block_names) is not None
+                or self.quant_nonblock_layers or fqn in self.weight_config}
+
+    def unsupported_layers(self, layers: Dict[str, nn.Module]) -> Dict[str, str]:
+        return {fqn: r for fqn, m in layers.items()
+                if (r := self.unsupported_reason(m, self._spec(self.weight_config.get(fqn, {}))))}
+
+    def quantized_weights(self, model: nn.Module, layers: Dict[str, nn.Module]) -> Dict[str, nn.Parameter]:
+        """AutoRound weights for ``layers``: tuned block by block (round-to-nearest outside the blocks);
+        the model is left as it was."""
+        block_names = self._block_names(model)
+        specs = {n: self._spec(self.weight_config.get(n, {})) for n in layers}
+        in_block = {n: self._block_of(n, block_names) for n in layers}
         batches = calibration_batches(self.calibration, self.tokenizer, self.seqlen, self.n_samples, model)
 
         torch.manual_seed(self.seed)
@@ -257,22 +273,18 @@ class AutoRoundConfig:
         bar = tqdm(groups, desc="AutoRound", unit="block", disable=not self.progress)
         for names in bar:
             group_blocks = [get_module(model, n) for n in names]
-            layers = {n: linears[n] for n in linears if in_block[n] in names and n not in skipped}
+            group_layers = {n: m for n, m in layers.items() if in_block[n] in names}
             float_inputs, q_inputs, before, after = self._tune_blocks(
-                model, names, group_blocks, layers, specs, float_inputs, q_inputs, results)
+                model, names, group_blocks, group_layers, specs, float_inputs, q_inputs, results)
             self.block_losses[names[0]] = (before, after)
             bar.set_postfix_str(f"loss {before:.3g} -> {after:.3g}")
             if self.progress:
                 tqdm.write(f"AutoRound {names[0]}{'..' + names[-1] if len(names) > 1 else ''}: "
                            f"loss {before:.4g} -> {after:.4g}")
-        for n, m in linears.items():
-            if in_block[n] is None and n not in skipped:
+        for n, m in layers.items():
+            if in_block[n] is None:
                 results[n] = nn.Parameter(self._rtn(m, specs[n]), requires_grad=False)
-        for n, param in results.items():
-            get_module(model, n).weight = param
-        reported = {k: v for k, v in skipped.items() if v != "outside the transformer blocks"}
-        if reported:
-            warnings.warn("AutoRound left in float: " + "; ".join(f"{k}: {v}" for k, v in reported.items()), stacklevel=3)
+        return results
 
     def _rtn(self, layer: nn.Linear, spec: LayerSpec):
         return WrapperLinear(layer, spec, enable_minmax_tuning=False).quantized(self.layout)

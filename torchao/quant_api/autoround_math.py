@@ -18,6 +18,7 @@ from typing import Optional, Tuple, Union
 
 import torch
 
+from torchao.qtensor.primitives import round_to_grid
 from torchao.quant_api.weight_format import IntFormat
 
 __all__ = ["round_ste", "quant_weight", "quant_weight_asym", "quant_weight_sym", "quant_weight_w_scale",
@@ -53,7 +54,7 @@ def _qdq_rows(w, fmt: IntFormat, v, min_scale, max_scale, scale_dtype):
         zp = torch.zeros_like(scale)
     else:
         zp = torch.clamp(fmt.quant_min - round_ste(wmin / scale), fmt.quant_min, fmt.quant_max)
-    q = torch.clamp(round_ste(w * (1.0 / scale) + v) + zp, fmt.quant_min, fmt.quant_max)
+    q = round_to_grid(w, scale, zp, fmt.quant_min, fmt.quant_max, rounding=lambda t: round_ste(t + v))
     return (q - zp) * scale, scale.squeeze(1), zp.squeeze(1)
 
 
@@ -104,8 +105,9 @@ def quant_weight_w_scale(weight: torch.Tensor, scale: torch.Tensor, zp: torch.Te
     n, k = weight.shape
     g = k // scale.shape[1]
     w = weight.to(torch.float32).reshape(n, scale.shape[1], g)
-    q = torch.round(w * (1.0 / scale.to(torch.float32).unsqueeze(-1))) + zp.to(torch.float32).unsqueeze(-1)
-    return torch.clamp(q, fmt.quant_min, fmt.quant_max).reshape(n, k).to(torch.int32)
+    q = round_to_grid(w, scale.to(torch.float32).unsqueeze(-1), zp.to(torch.float32).unsqueeze(-1), fmt.quant_min,
+                      fmt.quant_max)
+    return q.reshape(n, k).to(torch.int32)
 
 
 @torch.no_grad()

@@ -9,9 +9,8 @@ export apply unchanged.
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -157,13 +156,6 @@ def gptq_quantize_weight(
 # ---- model level ----------------------------------------------------------------------------------
 
 
-def _linears(block: nn.Module, prefix: str, selected: Callable[[nn.Module, str], bool]) -> Dict[str, nn.Linear]:
-    return {
-        f"{prefix}.{name}": m for name, m in block.named_modules()
-        if isinstance(m, nn.Linear) and selected(m, f"{prefix}.{name}")
-    }
-
-
 @dataclass
 class GPTQConfig:
     """Model-level config: ``quantize_(model, gptq(calibration, bits=4, group_size=128))``.
@@ -204,19 +196,27 @@ class GPTQConfig:
             return f"in_features {weight.shape[1]} is not divisible by group_size {self.group_size}"
         return None
 
-    def apply_to_model(self, model: nn.Module, filter_fn: Callable[[nn.Module, str], bool], strict: bool = False) -> None:
-        """Quantize the selected Linear layers inside the model's blocks, all or nothing."""
-        block_names = self.block_names if self.block_names is not None else get_block_names(model)
-        if not block_names:
+    def _block_names(self, model: nn.Module) -> List[str]:
+        names = self.block_names if self.block_names is not None else get_block_names(model)
+        if not names:
             raise CalibrationError(
                 f"no transformer blocks found in {type(model).__name__}; pass block_names=[...] explicitly"
             )
+        return names
+
+    def layers_to_quantize(self, model: nn.Module, targets: Dict[str, nn.Module]) -> Dict[str, nn.Module]:
+        """The selected Linear layers inside the model's blocks (GPTQ calibrates block by block)."""
+        prefixes = tuple(name + "." for name in self._block_names(model))
+        return {fqn: m for fqn, m in targets.items() if isinstance(m, nn.Linear) and fqn.startswith(prefixes)}
+
+    def unsupported_layers(self, layers: Dict[str, nn.Module]) -> Dict[str, str]:
+        return {fqn: r for fqn, m in layers.items() if (r := self.unsupported_reason(m.weight))}
+
+    def quantized_weights(self, model: nn.Module, layers: Dict[str, nn.Module]) -> Dict[str, nn.Parameter]:
+        """GPTQ weights for ``layers``, block by block; the model is left as it was."""
+        block_names = self._block_names(model)
         blocks = [get_module(model, name) for name in block_names]
         batches = calibration_batches(self.calibration, self.tokenizer, self.seqlen, self.n_samples, model)
-        targets = {name: _linears(b, name, filter_fn) for name, b in zip(block_names, blocks)}
-        skipped = {fqn: r for t in targets.values() for fqn, m in t.items() if (r := self.unsupported_reason(m.weight))}
-        if strict and skipped:
-            raise CalibrationError("GPTQ cannot serve " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
         offload = torch.device("cpu")
         inputs = capture_block_inputs(model, blocks[0], batches, offload)
         chained = blocks_are_chained(model, blocks, batches[0])
@@ -228,16 +228,12 @@ class GPTQConfig:
             for i, (name, block) in enumerate(bar):
                 if i > 0 and not chained:  # e.g. a residual outside the blocks: re-run the quantized prefix
                     inputs = capture_block_inputs(model, block, batches, offload)
-                layers = {fqn: m for fqn, m in targets[name].items() if fqn not in skipped}
-                inputs = self._quantize_block(block, layers, inputs, originals, results)
-        except BaseException:
+                in_block = {fqn: m for fqn, m in layers.items() if fqn.startswith(name + ".")}
+                inputs = self._quantize_block(block, in_block, inputs, originals, results)
+        finally:  # the next blocks saw dequantized weights; quantize_ swaps the results in
             for fqn, param in originals.items():
                 get_module(model, fqn).weight = param
-            raise
-        for fqn, param in results.items():
-            get_module(model, fqn).weight = param
-        if skipped:
-            warnings.warn("GPTQ left in float: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()), stacklevel=3)
+        return results
 
     def _quantize_block(self, block, layers, inputs, originals, results):
         home = next((p.device for p in block.parameters()), torch.device("cpu"))

@@ -26,6 +26,7 @@ from typing import Tuple
 
 import torch
 
+from torchao.qtensor.primitives import round_to_grid
 from torchao.quant_api.weight_format import IntFormat
 
 __all__ = ["hqq_quantize"]
@@ -61,7 +62,7 @@ def hqq_quantize(
     zero = torch.clamp(qmin - torch.round(lo / scale), qmin, qmax)
 
     def quant(s, z):
-        return torch.clamp(torch.round(w / s) + z, qmin, qmax)
+        return round_to_grid(w, s, z, qmin, qmax)
 
     def error(q, s, z):
         return (w - (q - z) * s).pow(2).sum(1, keepdim=True)

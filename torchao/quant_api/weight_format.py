@@ -13,7 +13,7 @@ import torch
 
 from torchao.qtensor import AffineQuantizedTensor, MappingType, ZeroPointDomain
 from torchao.qtensor.layouts import QuantSpec, best_layout, can_hold
-from torchao.qtensor.primitives import storage_dtype
+from torchao.qtensor.primitives import round_to_grid, storage_dtype
 
 __all__ = ["IntFormat", "quantized_weight"]
 
@@ -66,7 +66,7 @@ class IntFormat:
 
     def quantize_column(self, w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
         """Integers (int32) for values ``w`` with per-row scale / zero point (same shape), as quantize_affine."""
-        return torch.clamp(torch.round(w * (1.0 / scale)) + zero, self.quant_min, self.quant_max).to(torch.int32)
+        return round_to_grid(w, scale, zero, self.quant_min, self.quant_max).to(torch.int32)
 
     def dequantize_column(self, q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
         return (q.to(scale.dtype) - zero) * scale
