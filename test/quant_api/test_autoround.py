@@ -10,7 +10,8 @@ from testbed import tiny_llama
 
 import torchao  # noqa: F401
 from torchao.dtypes import AffineQuantizedTensor
-from torchao.quant_api.autoround import AutoRoundConfig, LayerSpec, WrapperLinear, _Samples
+from torchao.quant_api.autoround import AutoRoundConfig, LayerSpec, WrapperLinear, _Samples, tune_autoround
+from torchao.quant_api.autoround_tuning import BlockTuner
 from torchao.quant_api.autoround_math import quant_weight, quant_weight_w_scale, round_ste
 from torchao.quant_api.calibration import CalibrationError
 from torchao.quantization import AutoOPTRound, AutoRound, autoround, intx_weight_only, quantize_
@@ -130,9 +131,12 @@ class TestTuning(TestCase):
         rtn = Chain()
         quantize_(rtn, intx_weight_only(2, 32), filter_fn=lambda m, n: isinstance(m, nn.Linear) and n.startswith("layers"))
         config = autoround(data, bits=2, group_size=32, iters=60, bs=4, n_samples=16, amp=False, progress=False)
-        quantize_(model, config)
-        for name, (before, after) in config.block_losses.items():
+        layers = config.layers_to_quantize(model, {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)})
+        _, report = tune_autoround(model, config, layers)
+        self.assertEqual(len(report.block_losses), 2)
+        for name, (before, after) in report.block_losses.items():
             self.assertLess(after, 0.8 * before, msg=name)
+        quantize_(model, config)
         self.assertNotIsInstance(model.head.weight, AffineQuantizedTensor)  # outside the blocks: off by default
         self.assertLess((model(x) - ref).norm(), (rtn(x) - ref).norm())
 
@@ -148,11 +152,11 @@ class TestTuning(TestCase):
         for keep_last in (False, True):
             config = AutoRoundConfig(inputs, bits=2, group_size=32, iters=25, bs=4, n_samples=4, amp=False,
                                      lr=0.2, not_use_mse=keep_last, progress=False)
-            config._device = torch.device("cpu")
+            tuner = BlockTuner(config, torch.device("cpu"))
             wrappers = [WrapperLinear(block.up, LayerSpec(2, 32)), WrapperLinear(block.down, LayerSpec(2, 32))]
             block.up, block.down = wrappers
             try:
-                _, best = config._optimize([block], wrappers, _Samples(cached, targets), lambda: torch.autocast("cpu", enabled=False))
+                _, best = tuner.optimize([block], wrappers, _Samples(cached, targets), lambda: torch.autocast("cpu", enabled=False))
                 with torch.no_grad():
                     final = sum(nn.functional.mse_loss(block(t), y).item() for t, y in zip(inputs, targets)) / 4
             finally:

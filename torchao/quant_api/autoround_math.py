@@ -14,14 +14,18 @@ through the scale.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from dataclasses import dataclass
+from typing import List, Optional, Tuple, Union
 
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
+from torchao.qtensor import qparams_shape
 from torchao.qtensor.primitives import round_to_grid
-from torchao.quant_api.weight_format import IntFormat
+from torchao.quant_api.weight_format import IntFormat, quantized_weight
 
-__all__ = ["round_ste", "quant_weight", "quant_weight_asym", "quant_weight_sym", "quant_weight_w_scale",
+__all__ = ["LayerSpec", "WrapperLinear", "round_ste", "quant_weight", "quant_weight_asym", "quant_weight_sym", "quant_weight_w_scale",
            "get_scale_shape", "sign_sgd_step"]
 
 _EPS = 1e-8
@@ -116,3 +120,70 @@ def sign_sgd_step(params, lr: float) -> None:
     for p in params:
         if p.grad is not None:
             p.add_(torch.sign(p.grad), alpha=-lr)
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """How one layer is quantized: bits, group_size (-1: per channel), scheme "asym" / "sym"."""
+
+    bits: int = 4
+    group_size: int = 128
+    scheme: str = "asym"
+    full_range: bool = False
+
+    def format(self) -> IntFormat:
+        return IntFormat.for_bits(self.bits, self.scheme == "sym", self.full_range)
+
+    def group_for(self, in_features: int) -> int:
+        return in_features if self.group_size in (-1, None) else self.group_size
+
+
+class WrapperLinear(nn.Module):
+    """A Linear whose weight is quantize-dequantized with learnable V (N, K) and clipping factors."""
+
+    def __init__(self, layer: nn.Linear, spec: LayerSpec, enable_minmax_tuning: bool = True):
+        super().__init__()
+        self.layer, self.spec = layer, spec
+        weight = layer.weight.detach()
+        self.scale_dtype = weight.dtype
+        self.value = nn.Parameter(torch.zeros(weight.shape, dtype=torch.float32, device=weight.device))
+        shape = get_scale_shape(weight, spec.group_for(weight.shape[1]))
+        make = (lambda: nn.Parameter(torch.ones(shape, dtype=torch.float32, device=weight.device))) if enable_minmax_tuning \
+            else (lambda: None)
+        self.min_scale, self.max_scale = make(), make()
+
+    def tuned(self) -> List[nn.Parameter]:
+        return [p for p in (self.value, self.min_scale, self.max_scale) if p is not None]
+
+    def qdq(self):
+        return quant_weight(
+            self.layer.weight, self.spec.bits, self.spec.group_for(self.layer.in_features), self.spec.scheme,
+            self.value, 1.0 if self.min_scale is None else self.min_scale,
+            1.0 if self.max_scale is None else self.max_scale, self.scale_dtype, self.spec.full_range,
+        )
+
+    def forward(self, x):
+        weight, _, _ = self.qdq()
+        return F.linear(x, weight.to(x.dtype), None if self.layer.bias is None else self.layer.bias.to(x.dtype))
+
+    @torch.no_grad()
+    def clamp_factors(self) -> None:
+        for p in (self.min_scale, self.max_scale):
+            if p is not None:
+                p.clamp_(0.0, 1.0)
+
+    @torch.no_grad()
+    def quantized(self, layout: Optional[str]):
+        """The AffineQuantizedTensor for the current parameters."""
+        _, scale, zp = self.qdq()
+        fmt = self.spec.format()
+        n, k = self.layer.weight.shape
+        group = self.spec.group_for(k)
+        w = self.layer.weight.to(torch.float32).reshape(n, k // group, group)
+        value = self.value.reshape(n, k // group, group)
+        q = round_to_grid(w, scale.unsqueeze(-1), zp.unsqueeze(-1), fmt.quant_min, fmt.quant_max,
+                          rounding=lambda t: torch.round(t + value))
+        q = q.reshape(n, k).to(fmt.storage_dtype)
+        shape = qparams_shape((1, group), (n, k))  # (N,) per channel, (N, K // g) per group
+        return quantized_weight(q, scale.to(self.scale_dtype).reshape(shape), zp.reshape(shape), fmt, group,
+                                self.layer.weight.dtype, layout)

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from torchao.qtensor import AffineQuantizedTensor, MappingType, ZeroPointDomain, choose_qparams_affine
+from torchao.qtensor import choose_qparams_affine
 from torchao.quant_api.apply import quantize_
 from torchao.quant_api.calibration import (
     CalibrationError,
