@@ -1,7 +1,9 @@
 """F.linear on an AffineQuantizedTensor weight: an ordered list of (applies, run) kernels.
 
-The first kernel whose ``applies(x, weight)`` holds runs; if none does, the weight is dequantized
-(and the activation fake-quantized, for dynamic-activation weights) and F.linear runs on floats.
+The first kernel whose ``applies(x, weight)`` holds runs (a kernel applies only to weights whose layout
+lists it in ``Layout.linear_kernels``, plus its own conditions: device, bits, block shape); if none does,
+the weight is dequantized (and the activation fake-quantized, for dynamic-activation weights) and F.linear
+runs on floats. The CPU kernels wrap aten ops (kernels/cpu.py), the CUDA ones are Triton (kernels/triton_ops.py).
 Non-float inputs are refused, empty ones give empty outputs, and float64 inputs (which no kernel takes)
 run the fallback in float64.
 """
