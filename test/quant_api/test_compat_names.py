@@ -111,3 +111,78 @@ class TestQuantizationUtils(TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestConfigArgumentsOfThatEra(TestCase):
+    def test_quantize_with_set_inductor_config_and_device(self):
+        import torch._inductor.config as inductor_config
+
+        from torchao.quantization import int8_weight_only, quantize_
+
+        inductor_config.force_fuse_int_mm_with_mul = False
+        model = torch.nn.Sequential(torch.nn.Linear(64, 32))
+        quantize_(model, int8_weight_only(), None, False, "cpu")
+        self.assertFalse(inductor_config.force_fuse_int_mm_with_mul)  # False leaves the config alone
+        quantize_(torch.nn.Sequential(torch.nn.Linear(64, 32)), int8_weight_only())
+        self.assertTrue(inductor_config.force_fuse_int_mm_with_mul)
+        self.assertEqual(model[0].weight.device.type, "cpu")
+        meta = torch.nn.Sequential(torch.nn.Linear(64, 32))
+        quantize_(meta, int8_weight_only(), device="meta")
+        self.assertEqual((meta[0].weight.device.type, meta[0].bias.device.type), ("meta", "meta"))
+
+    def test_int4_weight_only_with_layout_objects_and_integer_zero_points(self):
+        from torchao.dtypes import PlainLayout, TensorCoreTiledLayout
+        from torchao.quantization import ZeroPointDomain, int4_weight_only, quantize_
+
+        torch.manual_seed(0)
+        w = torch.randn(32, 128)
+        for kwargs, domain in [(dict(layout=TensorCoreTiledLayout(inner_k_tiles=8)), "FLOAT"),
+                               (dict(zero_point_domain=ZeroPointDomain.INT), "INT"),
+                               (dict(use_hqq=True), "INT"),
+                               (dict(layout=PlainLayout()), "FLOAT")]:
+            layer = torch.nn.Linear(128, 32, bias=False)
+            layer.weight.data.copy_(w)
+            quantize_(layer, int4_weight_only(group_size=64, **kwargs))
+            self.assertEqual(layer.weight.spec.zero_point_domain.name, domain, msg=kwargs)
+            q, scale, zero = layer.weight.get_plain()
+            self.assertTrue(0 <= int(q.min()) and int(q.max()) <= 15)
+            x = torch.randn(3, 128)
+            # within one step per weight of the float result
+            self.assertLess((layer(x) - x @ w.t()).abs().max().item(), (x.abs() @ scale.repeat_interleave(64, 1).t()).max().item())
+
+    def test_int8_dynamic_activation_arguments(self):
+        from torchao.dtypes import PlainLayout, SemiSparseLayout
+        from torchao.quantization import (
+            MappingType,
+            int8_dynamic_activation_int4_weight,
+            int8_dynamic_activation_int8_weight,
+            quantize_,
+        )
+
+        for config, act in [(int8_dynamic_activation_int8_weight(MappingType.SYMMETRIC, False, PlainLayout()), "sym"),
+                            (int8_dynamic_activation_int8_weight(act_mapping_type=MappingType.ASYMMETRIC), "asym"),
+                            (int8_dynamic_activation_int4_weight(32, PlainLayout(), MappingType.ASYMMETRIC,
+                                                                 MappingType.SYMMETRIC), "sym"),
+                            (int8_dynamic_activation_int4_weight(group_size=32), "asym")]:
+            layer = torch.nn.Linear(64, 16)
+            quantize_(layer, config)
+            self.assertTrue(layer.weight.spec.act_quant.endswith(act), msg=config)
+            self.assertEqual(tuple(layer(torch.randn(2, 64)).shape), (2, 16))
+        with self.assertRaisesRegex(ValueError, "SemiSparseLayout .* is not supported on this device"):
+            int8_dynamic_activation_int8_weight(layout=SemiSparseLayout())
+        with self.assertRaisesRegex(ValueError, "weight_only_decode=True is not supported"):
+            int8_dynamic_activation_int8_weight(weight_only_decode=True)
+
+    def test_int8_weight_only_groups_and_embeddings(self):
+        from torchao.quantization import int8_weight_only, quantize_
+
+        torch.manual_seed(0)
+        model = torch.nn.ModuleDict({"emb": torch.nn.Embedding(50, 64), "proj": torch.nn.Linear(64, 16)})
+        ids = torch.tensor([[1, 7, 49]])
+        ref_rows = model["emb"](ids)
+        quantize_(model, int8_weight_only(group_size=32),
+                  filter_fn=lambda m, fqn: isinstance(m, (torch.nn.Linear, torch.nn.Embedding)))
+        self.assertEqual(model["emb"].weight.spec.block_size, (1, 32))
+        rows = model["emb"](ids)
+        torch.testing.assert_close(rows, model["emb"].weight.dequantize()[ids], atol=0, rtol=0)
+        self.assertLess((rows - ref_rows).abs().max().item(), ref_rows.abs().max().item() / 127)

@@ -1,7 +1,16 @@
 """Seed import path torchao.dtypes: the quantized tensor subclass and its short constructor name."""
 
 from torchao.qtensor.aqt import AffineQuantizedTensor, to_affine_quantized, to_aq
-from torchao.qtensor.layouts import LAYOUTS, Int4CPULayout, Int4PackedLayout, Layout, PlainLayout, register_layout
+from torchao.qtensor.layouts import (
+    LAYOUTS,
+    Int4CPULayout,
+    Int4PackedLayout,
+    Layout,
+    PlainLayout,
+    SemiSparseLayout,
+    TensorCoreTiledLayout,
+    register_layout,
+)
 
 __all__ = [
     "AffineQuantizedTensor",
@@ -10,6 +19,8 @@ __all__ = [
     "LAYOUTS",
     "Layout",
     "PlainLayout",
+    "TensorCoreTiledLayout",
+    "SemiSparseLayout",
     "Int4PackedLayout",
     "Int4CPULayout",
     "register_layout",

@@ -13,7 +13,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple, Type, Union
 
 import torch
 
-from torchao.qtensor.layouts import Layout, QuantSpec, get_layout
+from torchao.qtensor.layouts import Layout, QuantSpec, get_layout, layout_name
 from torchao.qtensor.primitives import (
     MappingType,
     ZeroPointDomain,
@@ -45,9 +45,7 @@ LayoutArg = Union[str, Type[Layout]]
 
 
 def _layout_name(layout: LayoutArg) -> str:
-    name = layout if isinstance(layout, str) else layout.name
-    get_layout(name)  # raises with the list of known layouts
-    return name
+    return layout_name(layout, "plain")
 
 
 class AffineQuantizedTensor(torch.Tensor):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 
+from torchao.kernels.inductor_config import recommended_inductor_config_setter
 from torchao.quant_api.configs import UnsupportedWeight
 
 __all__ = ["quantize_", "quantize", "default_filter_fn", "NonFiniteWeight", "check_finite", "warn_lost_weights"]
@@ -49,9 +50,11 @@ def warn_lost_weights(pairs) -> None:
     LOST_WEIGHT_ERROR (e.g. weights far below the format's resolution)."""
     lost = []
     for fqn, weight, quantized in pairs:
-        reference = weight.detach().to(torch.float32)
+        if not hasattr(quantized, "dequantize") or quantized.device.type == "meta":
+            continue
+        reference = weight.detach().to(quantized.device, torch.float32)
         norm = reference.norm()
-        if norm > 0 and hasattr(quantized, "dequantize"):
+        if norm > 0:
             error = (quantized.dequantize(torch.float32) - reference).norm() / norm
             if error > LOST_WEIGHT_ERROR:
                 lost.append(f"  {fqn}: relative error {error:.2f} (weight norm {norm:.3g})")
@@ -68,6 +71,8 @@ def quantize_(
     model: nn.Module,
     apply_fn_or_config: ApplyFn,
     filter_fn: Optional[FilterFn] = None,
+    set_inductor_config: bool = True,
+    device: Optional[Union[str, torch.device]] = None,
     *,
     strict: bool = False,
 ) -> None:
@@ -78,6 +83,10 @@ def quantize_(
         apply_fn_or_config: a config (e.g. ``int4_weight_only(group_size=128)``) or any function that maps
             a float weight to a quantized tensor of the same shape.
         filter_fn: ``filter_fn(module, fully_qualified_name) -> bool`` selects modules (default: nn.Linear).
+        set_inductor_config: apply the Inductor settings the quantized kernels want
+            (``torchao.kernels.inductor_config``); False leaves the global config alone.
+        device: move each selected module there and quantize its weight there (e.g. quantize on GPU,
+            keep on GPU); None: where it is.
         strict: raise, before changing anything, if a selected layer cannot be served (otherwise it stays
             in float and is listed in a warning).
 
@@ -85,6 +94,9 @@ def quantize_(
     Weights shared between modules (tied) are quantized once and stay shared.
     """
     filter_fn = filter_fn or default_filter_fn
+    if set_inductor_config:
+        recommended_inductor_config_setter()
+    device = None if device is None else torch.device(device)
     targets = dict(_targets(model, filter_fn))
     for fqn, module in targets.items():
         check_finite(fqn, module.weight)
@@ -101,8 +113,8 @@ def quantize_(
     if calibrated:
         new_weights = apply_fn_or_config.quantized_weights(model, todo)
     else:
-        new_weights = _quantize_each(todo, apply_fn_or_config, skipped, strict)
-    _commit(model, targets, new_weights, skipped)
+        new_weights = _quantize_each(todo, apply_fn_or_config, skipped, strict, device)
+    _commit(model, targets, new_weights, skipped, device)
 
 
 def _refuse_if_strict(skipped: Dict[str, str], strict: bool) -> None:
@@ -113,7 +125,7 @@ def _refuse_if_strict(skipped: Dict[str, str], strict: bool) -> None:
 
 
 def _quantize_each(targets: Dict[str, nn.Module], apply_fn: ApplyFn, skipped: Dict[str, str],
-                   strict: bool) -> Dict[str, nn.Parameter]:
+                   strict: bool, device: Optional[torch.device]) -> Dict[str, nn.Parameter]:
     """``apply_fn`` on each target's weight, once per shared weight; a weight the function refuses
     (UnsupportedWeight) joins ``skipped``, or is raised under ``strict``."""
     new_weights: Dict[str, nn.Parameter] = {}
@@ -123,7 +135,7 @@ def _quantize_each(targets: Dict[str, nn.Module], apply_fn: ApplyFn, skipped: Di
             weight = module.weight
             if id(weight) not in by_identity:
                 try:
-                    quantized = apply_fn(weight)
+                    quantized = apply_fn(weight if device is None else weight.to(device))
                 except UnsupportedWeight as e:
                     if strict:
                         raise
@@ -139,13 +151,19 @@ def _quantize_each(targets: Dict[str, nn.Module], apply_fn: ApplyFn, skipped: Di
 
 
 def _commit(model: nn.Module, targets: Dict[str, nn.Module], new_weights: Dict[str, torch.Tensor],
-            skipped: Dict[str, str]) -> None:
+            skipped: Dict[str, str], device: Optional[torch.device] = None) -> None:
     """The one swap every path ends in: check each new weight, warn about lost ones, put them all in
-    place (frozen Parameters), then list the layers left unchanged."""
+    place (frozen Parameters; their modules moved to ``device`` if given), then list the layers left
+    unchanged."""
     for fqn, weight in new_weights.items():
         _check_result(fqn, targets[fqn].weight, weight)
     warn_lost_weights([(fqn, targets[fqn].weight, w) for fqn, w in new_weights.items()])
+    moved: Dict[int, nn.Parameter] = {}
     for fqn, weight in new_weights.items():
+        if device is not None:
+            targets[fqn].to(device)
+            if weight.device != device:
+                weight = moved.setdefault(id(weight), nn.Parameter(weight.detach().to(device), requires_grad=False))
         param = weight if isinstance(weight, nn.Parameter) else nn.Parameter(weight, requires_grad=False)
         targets[fqn].weight = param
     if skipped:

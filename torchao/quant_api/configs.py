@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 
 from torchao.qtensor import AffineQuantizedTensor, MappingType, ZeroPointDomain, get_layout
-from torchao.qtensor.layouts import LAYOUTS, QuantSpec, best_layout
+from torchao.qtensor.layouts import QuantSpec, best_layout, layout_name
 from torchao.quant_api.hqq import hqq_quantize
 from torchao.quant_api.weight_format import IntFormat, quantized_weight
 
@@ -99,12 +99,24 @@ def _int4_spec(weight, group_size, target_dtype, qmin, qmax, domain) -> QuantSpe
 
 @dataclass(frozen=True)
 class Int8WeightOnlyConfig(WeightConfig):
-    """int8 weights, symmetric per output channel; activations stay float (A16W8)."""
+    """int8 weights, symmetric per output channel (``group_size=None``) or per group of ``group_size``
+    input features; activations stay float (A16W8). Also for nn.Embedding tables (rows are gathered
+    without dequantizing the table). Per-channel weights run the int8 kernels, grouped ones dequantize."""
+
+    group_size: Optional[int] = None
+
+    def __post_init__(self):
+        _check_group_size(self, per_channel_ok=True)
+        if self.group_size == -1:
+            object.__setattr__(self, "group_size", None)
+
+    def unsupported_reason(self, weight):
+        return super().unsupported_reason(weight) or (_group_reason(weight, self.group_size) if self.group_size else None)
 
     def quantize(self, weight):
         return AffineQuantizedTensor.from_float(
-            weight, MappingType.SYMMETRIC, (1, weight.shape[1]), torch.int8, eps=scale_floor(weight.dtype),
-            scale_dtype=weight.dtype, zero_point_domain=ZeroPointDomain.NONE,
+            weight, MappingType.SYMMETRIC, (1, self.group_size or weight.shape[1]), torch.int8,
+            eps=scale_floor(weight.dtype), scale_dtype=weight.dtype, zero_point_domain=ZeroPointDomain.NONE,
         )
 
 
@@ -112,45 +124,88 @@ class Int8WeightOnlyConfig(WeightConfig):
 class Int4WeightOnlyConfig(WeightConfig):
     """4-bit weights, asymmetric per group of ``group_size`` input features (A16W4).
 
-    Values 0..15 with a float zero point (x = (q - 8) * scale + zero_point), the form of the int4
-    kernels. layout: None picks the fastest layout for the weight's device ("int4_cpu" on CPU when
-    out_features % 16 == 0, else "int4_packed"); or name one.
+    Values 0..15. ``zero_point_domain=ZeroPointDomain.FLOAT`` (default): a float zero point,
+    x = (q - 8) * scale + zero_point, the form of the int4 kernels; ``ZeroPointDomain.INT``: an integer
+    zero point, x = (q - z) * scale, the form GPTQ-style checkpoints store (also run by the int4 kernels).
+    ``use_hqq``: HQQ-optimized scale and integer zero point. layout: None or ``TensorCoreTiledLayout()``
+    picks the fastest layout for the weight's device ("int4_cpu" on CPU when out_features % 16 == 0,
+    else "int4_packed"); or give one (a name, a Layout class or instance).
     """
 
     group_size: int = 128
-    layout: Optional[str] = None
+    layout: Optional[object] = None
+    use_hqq: bool = False
+    zero_point_domain: ZeroPointDomain = ZeroPointDomain.FLOAT
 
     def __post_init__(self):
         _check_group_size(self)
-        if self.layout is not None and self.layout not in LAYOUTS:
-            raise ValueError(f"Int4WeightOnlyConfig: unknown layout {self.layout!r}; known: {sorted(LAYOUTS)}")
+        object.__setattr__(self, "layout", layout_name(self.layout))
+        if self.zero_point_domain not in (ZeroPointDomain.FLOAT, ZeroPointDomain.INT):
+            raise ValueError(f"Int4WeightOnlyConfig: zero_point_domain must be ZeroPointDomain.FLOAT or INT, "
+                             f"got {self.zero_point_domain!r}")
+        if self.use_hqq and self.zero_point_domain != ZeroPointDomain.INT:
+            object.__setattr__(self, "zero_point_domain", ZeroPointDomain.INT)  # HQQ keeps integer zero points
+
+    def _spec(self, weight) -> QuantSpec:
+        return _int4_spec(weight, self.group_size, torch.uint4, 0, 15, self.zero_point_domain)
 
     def unsupported_reason(self, weight):
         reason = super().unsupported_reason(weight) or _group_reason(weight, self.group_size)
         if reason:
             return reason
-        spec = _int4_spec(weight, self.group_size, torch.uint4, 0, 15, ZeroPointDomain.FLOAT)
+        spec = self._spec(weight)
         layout = self.layout or best_layout(spec, weight.device, "int4_packed")
         return get_layout(layout).unsupported_reason(replace(spec, layout=layout), weight.device)
 
     def quantize(self, weight):
-        spec = _int4_spec(weight, self.group_size, torch.uint4, 0, 15, ZeroPointDomain.FLOAT)
+        layout = self.layout or best_layout(self._spec(weight), weight.device, "int4_packed")
+        if self.use_hqq:
+            fmt = IntFormat.for_bits(4)
+            q, scale, zero = hqq_quantize(weight, fmt, self.group_size, optimize_scale=True)
+            return quantized_weight(q.to(fmt.storage_dtype), scale.to(weight.dtype), zero, fmt, self.group_size,
+                                    weight.dtype, layout)
+        integer_zero = self.zero_point_domain == ZeroPointDomain.INT
         return AffineQuantizedTensor.from_float(
             weight, MappingType.ASYMMETRIC, (1, self.group_size), torch.uint4, eps=scale_floor(weight.dtype),
-            scale_dtype=weight.dtype, zero_point_dtype=weight.dtype, preserve_zero=False,
-            zero_point_domain=ZeroPointDomain.FLOAT,
-            layout=self.layout or best_layout(spec, weight.device, "int4_packed"),
+            scale_dtype=weight.dtype, zero_point_dtype=torch.int32 if integer_zero else weight.dtype,
+            preserve_zero=integer_zero, zero_point_domain=self.zero_point_domain, layout=layout,
         )
+
+
+_ACT_QUANT = {MappingType.SYMMETRIC: "int8_per_token_sym", MappingType.ASYMMETRIC: "int8_per_token_asym"}
+
+
+def _act_quant(config, mapping: MappingType) -> str:
+    if mapping not in _ACT_QUANT:
+        raise ValueError(f"{type(config).__name__}: act_mapping_type must be MappingType.SYMMETRIC or ASYMMETRIC, "
+                         f"got {mapping!r}")
+    return _ACT_QUANT[mapping]
 
 
 @dataclass(frozen=True)
 class Int8DynamicActivationInt8WeightConfig(WeightConfig):
-    """int8 weights (symmetric per channel) and int8 activations quantized per token at run time (A8W8)."""
+    """int8 weights (symmetric per channel) and int8 activations quantized per token at run time (A8W8).
+
+    ``act_mapping_type``: symmetric activations (the integer-GEMM kernels) or asymmetric (fake-quantized
+    into the weight-only kernels). ``layout``: ``PlainLayout()`` / "plain". ``weight_only_decode=True``
+    is refused: our kernels quantize every activation."""
+
+    act_mapping_type: MappingType = MappingType.SYMMETRIC
+    weight_only_decode: bool = False
+    layout: Optional[object] = "plain"
+
+    def __post_init__(self):
+        _act_quant(self, self.act_mapping_type)
+        object.__setattr__(self, "layout", layout_name(self.layout, "plain"))
+        if self.weight_only_decode:
+            raise ValueError("Int8DynamicActivationInt8WeightConfig: weight_only_decode=True is not supported "
+                             "(every activation is quantized); use int8_weight_only() for decode-only layers")
 
     def quantize(self, weight):
         return AffineQuantizedTensor.from_float(
             weight, MappingType.SYMMETRIC, (1, weight.shape[1]), torch.int8, eps=scale_floor(weight.dtype),
-            scale_dtype=weight.dtype, zero_point_domain=ZeroPointDomain.NONE, act_quant="int8_per_token_sym",
+            scale_dtype=weight.dtype, zero_point_domain=ZeroPointDomain.NONE, layout=self.layout,
+            act_quant=_act_quant(self, self.act_mapping_type),
         )
 
 
@@ -160,19 +215,30 @@ class Int8DynamicActivationInt4WeightConfig(WeightConfig):
     (8da4w, the ExecuTorch scheme); on CPU the activation is fake-quantized into the int4 kernel."""
 
     group_size: int = 32
+    layout: Optional[object] = None
+    mapping_type: MappingType = MappingType.SYMMETRIC
+    act_mapping_type: MappingType = MappingType.ASYMMETRIC
 
     def __post_init__(self):
         _check_group_size(self)
+        _act_quant(self, self.act_mapping_type)
+        object.__setattr__(self, "layout", layout_name(self.layout))
+        if self.mapping_type not in (MappingType.SYMMETRIC, MappingType.ASYMMETRIC):
+            raise ValueError(f"Int8DynamicActivationInt4WeightConfig: mapping_type must be SYMMETRIC or "
+                             f"ASYMMETRIC, got {self.mapping_type!r}")
 
     def unsupported_reason(self, weight):
         return super().unsupported_reason(weight) or _group_reason(weight, self.group_size)
 
     def quantize(self, weight):
-        spec = _int4_spec(weight, self.group_size, torch.int4, -8, 7, ZeroPointDomain.NONE)
+        fmt = IntFormat.for_bits(4, sym=self.mapping_type == MappingType.SYMMETRIC)
+        spec = _int4_spec(weight, self.group_size, fmt.target_dtype, fmt.quant_min, fmt.quant_max,
+                          fmt.zero_point_domain)
         return AffineQuantizedTensor.from_float(
-            weight, MappingType.SYMMETRIC, (1, self.group_size), torch.int4, eps=scale_floor(weight.dtype),
-            scale_dtype=weight.dtype, zero_point_domain=ZeroPointDomain.NONE, act_quant="int8_per_token_asym",
-            layout=best_layout(spec, weight.device, "plain"),
+            weight, fmt.mapping_type, (1, self.group_size), fmt.target_dtype, fmt.quant_min, fmt.quant_max,
+            eps=scale_floor(weight.dtype), scale_dtype=weight.dtype, zero_point_dtype=torch.int32,
+            zero_point_domain=fmt.zero_point_domain, act_quant=_act_quant(self, self.act_mapping_type),
+            layout=self.layout or best_layout(spec, weight.device, "plain"),
         )
 
 
@@ -240,20 +306,26 @@ def intx_weight_only(bits: int = 4, group_size: Optional[int] = 128, sym: bool =
     return IntxWeightOnlyConfig(bits, group_size, sym, use_hqq, hqq_scale)
 
 
-def int8_weight_only() -> Int8WeightOnlyConfig:
-    return Int8WeightOnlyConfig()
+def int8_weight_only(group_size: Optional[int] = None) -> Int8WeightOnlyConfig:
+    return Int8WeightOnlyConfig(group_size)
 
 
-def int4_weight_only(group_size: int = 128, layout: Optional[str] = None) -> Int4WeightOnlyConfig:
-    return Int4WeightOnlyConfig(group_size, layout)
+def int4_weight_only(group_size: int = 128, layout=None, use_hqq: bool = False,
+                     zero_point_domain: ZeroPointDomain = ZeroPointDomain.FLOAT) -> Int4WeightOnlyConfig:
+    return Int4WeightOnlyConfig(group_size, layout, use_hqq, zero_point_domain)
 
 
-def int8_dynamic_activation_int8_weight() -> Int8DynamicActivationInt8WeightConfig:
-    return Int8DynamicActivationInt8WeightConfig()
+def int8_dynamic_activation_int8_weight(act_mapping_type: MappingType = MappingType.SYMMETRIC,
+                                        weight_only_decode: bool = False,
+                                        layout="plain") -> Int8DynamicActivationInt8WeightConfig:
+    return Int8DynamicActivationInt8WeightConfig(act_mapping_type, weight_only_decode, layout)
 
 
-def int8_dynamic_activation_int4_weight(group_size: int = 32) -> Int8DynamicActivationInt4WeightConfig:
-    return Int8DynamicActivationInt4WeightConfig(group_size)
+def int8_dynamic_activation_int4_weight(group_size: int = 32, layout=None,
+                                        mapping_type: MappingType = MappingType.SYMMETRIC,
+                                        act_mapping_type: MappingType = MappingType.ASYMMETRIC
+                                        ) -> Int8DynamicActivationInt4WeightConfig:
+    return Int8DynamicActivationInt4WeightConfig(group_size, layout, mapping_type, act_mapping_type)
 
 
 # the seed README's names

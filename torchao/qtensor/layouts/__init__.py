@@ -10,6 +10,9 @@ from torchao.qtensor.layouts.base import (
     portable_layout,
     register_layout,
     restored_layout,
+    SemiSparseLayout,
+    TensorCoreTiledLayout,
+    layout_name,
 )
 from torchao.qtensor.layouts.plain import PlainLayout
 from torchao.qtensor.layouts.int4_packed import Int4PackedLayout
@@ -27,6 +30,9 @@ __all__ = [
     "best_layout",
     "portable_layout",
     "restored_layout",
+    "SemiSparseLayout",
+    "TensorCoreTiledLayout",
+    "layout_name",
     "PlainLayout",
     "Int4PackedLayout",
     "Int4CPULayout",

@@ -136,6 +136,36 @@ def get_layout(name: str) -> Type[Layout]:
         raise ValueError(f"unknown layout '{name}'; registered layouts: {sorted(LAYOUTS)}") from None
 
 
+@dataclass(frozen=True)
+class TensorCoreTiledLayout:
+    """The seed era's layout value for "the int4 kernel's format": it resolves to the device's preferred
+    int4 layout (``int4_cpu`` on CPU, ``int4_packed`` for the Triton kernels on CUDA). ``inner_k_tiles``
+    is accepted and ignored (our kernels choose their own tiling)."""
+
+    inner_k_tiles: int = 8
+
+
+@dataclass(frozen=True)
+class SemiSparseLayout:
+    """The seed era's 2:4 semi-structured sparse layout value. There is no sparse kernel here: configs
+    refuse it with a clear error."""
+
+
+def layout_name(layout, default: Optional[str] = None) -> Optional[str]:
+    """A layout argument as a registered name: a name, a Layout class or instance (``PlainLayout()``),
+    or ``TensorCoreTiledLayout(...)`` / None, which mean ``default`` (None: the best for the device)."""
+    if layout is None or isinstance(layout, TensorCoreTiledLayout):
+        return default
+    if isinstance(layout, SemiSparseLayout):
+        raise ValueError("SemiSparseLayout (2:4 sparsity) is not supported on this device: there is no sparse "
+                         "kernel in this build; use PlainLayout()")
+    name = layout if isinstance(layout, str) else getattr(layout, "name", None)
+    if not isinstance(name, str):
+        raise TypeError(f"layout must be a layout name, a Layout class or instance, got {layout!r}")
+    get_layout(name)  # raises with the list of known layouts
+    return name
+
+
 def can_hold(layout: str, spec: QuantSpec, device: torch.device) -> bool:
     """Whether ``layout`` can store a tensor of ``spec`` (whatever its current layout) on ``device``."""
     return get_layout(layout).unsupported_reason(replace(spec, layout=layout, layout_extra=()), device) is None
