@@ -186,3 +186,101 @@ class TestConfigArgumentsOfThatEra(TestCase):
         rows = model["emb"](ids)
         torch.testing.assert_close(rows, model["emb"].weight.dequantize()[ids], atol=0, rtol=0)
         self.assertLess((rows - ref_rows).abs().max().item(), ref_rows.abs().max().item() / 127)
+
+
+class TestModulesOfThatEra(TestCase):
+    def test_autoquant_module_and_candidate_classes(self):
+        from test_autoquant import COSTS, FakeTimer, Toy
+
+        import torchao.quantization
+        from torchao.dtypes import AffineQuantizedTensor
+        from torchao.quantization.autoquant import (
+            AUTOQUANT_CACHE,
+            DEFAULT_AUTOQUANT_CLASS_LIST,
+            AQInt4G64WeightOnlyQuantizedLinearWeight,
+            AQInt8DynamicallyQuantizedLinearWeight,
+            AQWeightOnlyQuantizedLinearWeight,
+            autoquant,
+        )
+
+        self.assertIs(AUTOQUANT_CACHE, torchao.quantization.AUTOQUANT_CACHE)
+        self.assertTrue(callable(torchao.quantization.autoquant))  # the package attribute is the function
+        AUTOQUANT_CACHE.clear()
+        model = Toy()
+        autoquant(model, torch.randn(4, 64), qtensor_class_list=[AQInt8DynamicallyQuantizedLinearWeight,
+                                                                  AQInt4G64WeightOnlyQuantizedLinearWeight],
+                  timer=FakeTimer(COSTS), quiet=True)
+        for choice in model.autoquant_plan.choices:
+            self.assertEqual(set(choice.times), {"float", "int8dq", "int4wo-64"})
+        AUTOQUANT_CACHE.clear()
+        autoquant(Toy(), torch.randn(4, 64), qtensor_class_list=DEFAULT_AUTOQUANT_CLASS_LIST, timer=FakeTimer(COSTS),
+                  quiet=True)
+        w = torch.randn(32, 64)
+        q = AQWeightOnlyQuantizedLinearWeight.from_float(w)
+        self.assertIsInstance(q, AffineQuantizedTensor)
+        self.assertEqual(q.int_data.dtype, torch.int8)
+        AUTOQUANT_CACHE.clear()
+
+    def test_subclass_from_float(self):
+        from torchao.dtypes import AffineQuantizedTensor
+        from torchao.quantization.subclass import (
+            Int4WeightOnlyQuantizedLinearWeight,
+            Int8DynamicallyQuantizedLinearWeight,
+            Int8WeightOnlyQuantizedLinearWeight,
+        )
+
+        torch.manual_seed(0)
+        lin = torch.nn.Linear(64, 32)
+        x = torch.randn(2, 64)
+        ref = lin(x)
+        for cls, kwargs, bound in [(Int8WeightOnlyQuantizedLinearWeight, {}, 0.05),
+                                   (Int8DynamicallyQuantizedLinearWeight, {}, 0.05),
+                                   (Int4WeightOnlyQuantizedLinearWeight, {"groupsize": 32, "inner_k_tiles": 8}, 0.2)]:
+            w = cls.from_float(lin.weight.detach(), **kwargs)
+            self.assertIsInstance(w, AffineQuantizedTensor)
+            out = torch.nn.functional.linear(x, w, lin.bias)
+            self.assertLess(((out - ref).norm() / ref.norm()).item(), bound, msg=cls.__name__)
+
+    def test_gptq_module_names_and_replace_walk(self):
+        from torchao.quant_api.evaluation import InputRecorder as ours
+        from torchao.quantization.GPTQ import (
+            InputRecorder,
+            Int4WeightOnlyGPTQQuantizer,
+            Int8DynActInt4WeightQuantizer,
+            TransformerEvalWrapper,
+        )
+        from torchao.quantization.quant_api import _replace_with_custom_fn_if_matches_filter
+
+        self.assertIs(InputRecorder, ours)
+        self.assertTrue(all(callable(c) for c in (Int4WeightOnlyGPTQQuantizer, Int8DynActInt4WeightQuantizer,
+                                                    TransformerEvalWrapper)))
+        model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Sequential(torch.nn.Linear(8, 4)))
+        seen = []
+        out = _replace_with_custom_fn_if_matches_filter(
+            model, lambda m: torch.nn.Identity(),
+            lambda m, fqn: seen.append(fqn) or isinstance(m, torch.nn.Linear))
+        self.assertIs(out, model)
+        self.assertIsInstance(model[0], torch.nn.Identity)
+        self.assertIsInstance(model[2][0], torch.nn.Identity)
+        self.assertIn("2.0", seen)
+
+    def test_smoothquant_names(self):
+        from torchao.quantization.smoothquant import (
+            SmoothFakeDynamicallyQuantizedLinear,
+            set_smooth_fq_attribute,
+            smooth_fq_linear_to_inference,
+            swap_linear_with_smooth_fq_linear,
+        )
+
+        model = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+        swap_linear_with_smooth_fq_linear(model)
+        self.assertIsInstance(model[0], SmoothFakeDynamicallyQuantizedLinear)
+        set_smooth_fq_attribute(model, "alpha", 0.75)
+        self.assertEqual({m.alpha for m in model.modules() if isinstance(m, SmoothFakeDynamicallyQuantizedLinear)},
+                         {0.75})
+        with self.assertRaisesRegex(AttributeError, "has no attribute 'nope'"):
+            set_smooth_fq_attribute(model, "nope", 1)
+        model.train()
+        model(torch.randn(8, 16))
+        smooth_fq_linear_to_inference(model)
+        self.assertEqual(tuple(model(torch.randn(3, 16)).shape), (3, 4))

@@ -33,16 +33,67 @@ from torchao.quant_api.configs import (
     int8_weight_only,
 )
 
-__all__ = ["autoquant", "AutoQuantRecordingWeight", "DEFAULT_CANDIDATES", "AutoQuantPlan"]
+__all__ = ["autoquant", "AutoQuantRecordingWeight", "DEFAULT_CANDIDATES", "CANDIDATES", "AutoQuantPlan",
+           "AutoQuantCandidate", "AQDefaultLinearWeight", "AQWeightOnlyQuantizedLinearWeight",
+           "AQWeightOnlyQuantizedLinearWeight2", "AQWeightOnlyQuantizedLinearWeight3",
+           "AQInt8DynamicallyQuantizedLinearWeight", "AQInt4G32WeightOnlyQuantizedLinearWeight",
+           "AQInt4G64WeightOnlyQuantizedLinearWeight", "AQInt4G128WeightOnlyQuantizedLinearWeight",
+           "AQInt4G256WeightOnlyQuantizedLinearWeight", "DEFAULT_AUTOQUANT_CLASS_LIST",
+           "DEFAULT_INT4_AUTOQUANT_CLASS_LIST"]
 
-#: candidate name -> config factory (None: keep the float weight)
-DEFAULT_CANDIDATES: Dict[str, Optional[Callable[[], WeightConfig]]] = {
+#: every candidate autoquant knows: name -> config factory (None: keep the float weight)
+CANDIDATES: Dict[str, Optional[Callable[[], WeightConfig]]] = {
     "float": None,
     "int8wo": int8_weight_only,
     "int8dq": int8_dynamic_activation_int8_weight,
-    "int4wo-64": lambda: int4_weight_only(group_size=64),
-    "int4wo-128": lambda: int4_weight_only(group_size=128),
+    **{f"int4wo-{g}": (lambda g=g: int4_weight_only(group_size=g)) for g in (32, 64, 128, 256)},
 }
+#: the candidates tried when none are named
+DEFAULT_CANDIDATES = {n: CANDIDATES[n] for n in ("float", "int8wo", "int8dq", "int4wo-64", "int4wo-128")}
+
+
+class AutoQuantCandidate:
+    """One autoquant choice under the seed era's class names (``AQ*LinearWeight``): its candidate
+    ``name`` in CANDIDATES; ``from_float(weight)`` quantizes a weight the way the candidate does."""
+
+    name = "float"
+
+    @classmethod
+    def from_float(cls, weight: torch.Tensor) -> torch.Tensor:
+        make = CANDIDATES[cls.name]
+        return weight if make is None else make()(weight)
+
+
+def _candidate(class_name: str, name: str) -> type:
+    return type(class_name, (AutoQuantCandidate,), {"name": name, "__doc__": f"autoquant candidate {name!r}."})
+
+
+AQDefaultLinearWeight = _candidate("AQDefaultLinearWeight", "float")
+AQWeightOnlyQuantizedLinearWeight = _candidate("AQWeightOnlyQuantizedLinearWeight", "int8wo")
+# the era's int8 weight-only variants differed in kernel; ours have one int8 weight-only kernel per device
+AQWeightOnlyQuantizedLinearWeight2 = _candidate("AQWeightOnlyQuantizedLinearWeight2", "int8wo")
+AQWeightOnlyQuantizedLinearWeight3 = _candidate("AQWeightOnlyQuantizedLinearWeight3", "int8wo")
+AQInt8DynamicallyQuantizedLinearWeight = _candidate("AQInt8DynamicallyQuantizedLinearWeight", "int8dq")
+AQInt4G32WeightOnlyQuantizedLinearWeight = _candidate("AQInt4G32WeightOnlyQuantizedLinearWeight", "int4wo-32")
+AQInt4G64WeightOnlyQuantizedLinearWeight = _candidate("AQInt4G64WeightOnlyQuantizedLinearWeight", "int4wo-64")
+AQInt4G128WeightOnlyQuantizedLinearWeight = _candidate("AQInt4G128WeightOnlyQuantizedLinearWeight", "int4wo-128")
+AQInt4G256WeightOnlyQuantizedLinearWeight = _candidate("AQInt4G256WeightOnlyQuantizedLinearWeight", "int4wo-256")
+
+DEFAULT_AUTOQUANT_CLASS_LIST = [AQDefaultLinearWeight, AQInt8DynamicallyQuantizedLinearWeight,
+                                AQWeightOnlyQuantizedLinearWeight, AQWeightOnlyQuantizedLinearWeight2,
+                                AQWeightOnlyQuantizedLinearWeight3]
+DEFAULT_INT4_AUTOQUANT_CLASS_LIST = [AQDefaultLinearWeight, AQInt8DynamicallyQuantizedLinearWeight,
+                                     AQInt4G64WeightOnlyQuantizedLinearWeight]
+
+
+def _candidate_names(candidates) -> List[str]:
+    """Candidate names from names or AutoQuantCandidate classes, in order, without repeats."""
+    names = [c.name if isinstance(c, type) and issubclass(c, AutoQuantCandidate) else c for c in candidates]
+    unknown = [n for n in names if n not in CANDIDATES]
+    if unknown:
+        raise ValueError(f"unknown autoquant candidates {unknown}; known: {list(CANDIDATES)} or the AQ*LinearWeight "
+                         "classes")
+    return list(dict.fromkeys(names))
 
 
 class AutoQuantRecordingWeight(torch.Tensor):
@@ -216,7 +267,7 @@ def _compile_kwargs_of(model: nn.Module) -> Tuple[nn.Module, Optional[dict]]:
 def autoquant(
     model: nn.Module,
     example_input=None,
-    qtensor_class_list: Optional[Sequence[str]] = None,
+    qtensor_class_list: Optional[Sequence] = None,
     filter_fn: Optional[Callable[[nn.Module, str], bool]] = None,
     mode: Optional[dict] = None,
     manual: bool = False,
@@ -228,17 +279,15 @@ def autoquant(
 
     example_input: run this (a tensor, tuple of args or dict of kwargs) now to record and finalize at once;
         otherwise the first call of the returned model does it.
-    qtensor_class_list: candidate names from DEFAULT_CANDIDATES (default: all).
+    qtensor_class_list: candidates, by name (CANDIDATES) or by the era's class (DEFAULT_AUTOQUANT_CLASS_LIST,
+        AQInt4G64WeightOnlyQuantizedLinearWeight, ...); default: DEFAULT_CANDIDATES.
     mode: torch.compile kwargs for timing the candidates (default: those of a compiled ``model``, eager
         for a plain one). manual: only record; call ``model.finalize_autoquant()`` to choose and swap.
     min_sqnr: skip candidates whose output SQNR (dB) against float on a recorded activation is lower.
     timer: ``timer(module, x) -> ms`` for a one-layer module and a recorded activation (default: median of
         10 runs).
     """
-    names = list(qtensor_class_list or DEFAULT_CANDIDATES)
-    unknown = [n for n in names if n not in DEFAULT_CANDIDATES]
-    if unknown:
-        raise ValueError(f"unknown autoquant candidates {unknown}; known: {list(DEFAULT_CANDIDATES)}")
+    names = _candidate_names(qtensor_class_list or DEFAULT_CANDIDATES)
     if "float" not in names:
         names.insert(0, "float")
     module, compile_kwargs = _compile_kwargs_of(model)
@@ -250,7 +299,7 @@ def autoquant(
         recording = AutoQuantRecordingWeight(layer.weight)
         del layer.weight  # held as a plain attribute while recording (a Parameter would copy it)
         layer.weight = recording
-    plan = AutoQuantPlan(module, layers, {n: DEFAULT_CANDIDATES[n] for n in names}, compile_kwargs, min_sqnr,
+    plan = AutoQuantPlan(module, layers, {n: CANDIDATES[n] for n in names}, compile_kwargs, min_sqnr,
                          timer or _median_ms, quiet)
 
     previous_forward = model.__dict__.get("forward")

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torchao.quant_api.configs import int8_dynamic_activation_int8_weight
 
 __all__ = ["SmoothFakeDynQuantLinear", "swap_linear_with_smooth_fq_linear", "smooth_fq_linear_to_inference",
-           "get_scale"]
+           "get_scale", "set_smooth_fq_attribute"]
 
 
 def get_scale(act_absmax: torch.Tensor, weight_absmax: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
@@ -101,3 +101,13 @@ def smooth_fq_linear_to_inference(model: nn.Module, debug_skip_calibration: bool
     for layer in layers:
         layer.to_inference(None if layer.calibrated else torch.ones(layer.in_features, device=layer.weight.device))
     return model.eval()
+
+
+def set_smooth_fq_attribute(model: nn.Module, attribute_name: str, new_attribute_val) -> None:
+    """Set ``attribute_name`` (e.g. "alpha") to ``new_attribute_val`` on every SmoothFakeDynQuantLinear of
+    ``model``; raises naming the attribute when the layers do not have it."""
+    for fqn, module in model.named_modules():
+        if isinstance(module, SmoothFakeDynQuantLinear):
+            if not hasattr(module, attribute_name):
+                raise AttributeError(f"{fqn}: SmoothFakeDynQuantLinear has no attribute {attribute_name!r}")
+            setattr(module, attribute_name, new_attribute_val)

@@ -11,8 +11,10 @@ from torchao.quant_api import *  # noqa: F401,F403
 from torchao.quant_api import __all__ as _quant_api_all
 from torchao.qtensor.unwrap import unwrap_tensor_subclass
 from torchao.quant_api.gptq import GPTQConfig, Int4WeightOnlyGPTQQuantizer, gptq
-from torchao.quant_api.autoquant import DEFAULT_CANDIDATES, autoquant
 from torchao.quant_api.autoquant_cache import AUTOQUANT_CACHE, load_autoquant_cache, save_autoquant_cache
+# the submodule torchao.quantization.autoquant (the era's import path); the package attribute stays the
+# function, as it was then
+from torchao.quantization.autoquant import DEFAULT_AUTOQUANT_CLASS_LIST, DEFAULT_CANDIDATES, autoquant
 from torchao.quant_api.autoround import AutoAdamRound, AutoOPTRound, AutoRound, AutoRoundConfig, autoround
 from torchao.quant_api.registry import COMPRESSION_REGISTRY, Q4_0Config, compress, register_compression
 
@@ -33,6 +35,7 @@ __all__ = list(_quant_api_all) + [
     "AutoAdamRound",
     "autoquant",
     "DEFAULT_CANDIDATES",
+    "DEFAULT_AUTOQUANT_CLASS_LIST",
     "AUTOQUANT_CACHE",
     "save_autoquant_cache",
     "load_autoquant_cache",

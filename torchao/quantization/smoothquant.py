@@ -1,10 +1,13 @@
-"""Seed import path torchao.quantization.smoothquant."""
+"""Seed import path torchao.quantization.smoothquant (re-exports of torchao.quant_api.smoothquant)."""
 
+from torchao.quant_api.smoothquant import SmoothFakeDynQuantLinear
+from torchao.quant_api.smoothquant import SmoothFakeDynQuantLinear as SmoothFakeDynamicallyQuantizedLinear
 from torchao.quant_api.smoothquant import (
-    SmoothFakeDynQuantLinear,
     get_scale,
+    set_smooth_fq_attribute,
     smooth_fq_linear_to_inference,
     swap_linear_with_smooth_fq_linear,
 )
 
-__all__ = ["SmoothFakeDynQuantLinear", "swap_linear_with_smooth_fq_linear", "smooth_fq_linear_to_inference", "get_scale"]
+__all__ = ["SmoothFakeDynQuantLinear", "SmoothFakeDynamicallyQuantizedLinear", "swap_linear_with_smooth_fq_linear",
+           "smooth_fq_linear_to_inference", "get_scale", "set_smooth_fq_attribute"]
