@@ -284,3 +284,59 @@ class TestModulesOfThatEra(TestCase):
         model(torch.randn(8, 16))
         smooth_fq_linear_to_inference(model)
         self.assertEqual(tuple(model(torch.randn(3, 16)).shape), (3, 4))
+
+
+class TestGroupwiseHelpersOfThatEra(TestCase):
+    def test_groupwise_affine_round_trip(self):
+        from torchao.quantization.utils import (
+            get_groupwise_affine_qparams,
+            groupwise_affine_dequantize_tensor,
+            groupwise_affine_dequantize_tensor_from_qparams,
+            groupwise_affine_quantize_tensor,
+            groupwise_affine_quantize_tensor_from_qparams,
+            pack_tinygemm_scales_and_zeros,
+            unpack_tinygemm_scales_and_zeros,
+        )
+
+        torch.manual_seed(0)
+        w = torch.randn(16, 128, dtype=torch.bfloat16)
+        q, scales_and_zeros = groupwise_affine_quantize_tensor(w, n_bit=4, groupsize=64, dtype=torch.bfloat16)
+        self.assertEqual((q.dtype, tuple(q.shape), tuple(scales_and_zeros.shape)), (torch.int32, (16, 128), (2, 16, 2)))
+        self.assertTrue(0 <= int(q.min()) and int(q.max()) <= 15)
+        scales, zeros = get_groupwise_affine_qparams(w, 4, 64, torch.bfloat16)
+        self.assertTrue(torch.equal(pack_tinygemm_scales_and_zeros(scales, zeros), scales_and_zeros))
+        self.assertTrue(all(torch.equal(a, b) for a, b in zip(unpack_tinygemm_scales_and_zeros(scales_and_zeros),
+                                                              (scales, zeros))))
+        self.assertTrue(torch.equal(groupwise_affine_quantize_tensor_from_qparams(w, scales, zeros, 4, 64), q))
+        # the float zero point convention: w ~ (q - 8) * scale + zero
+        expected = (q.double() - 8) * scales.double().repeat_interleave(64, 1) + zeros.double().repeat_interleave(64, 1)
+        back = groupwise_affine_dequantize_tensor(q, scales_and_zeros, 4, 64)
+        torch.testing.assert_close(back.double(), expected.to(torch.bfloat16).double(), atol=0, rtol=0)
+        self.assertTrue(torch.equal(back, groupwise_affine_dequantize_tensor_from_qparams(q, scales, zeros, 4, 64)))
+        step = scales.double().repeat_interleave(64, 1)
+        self.assertTrue(bool(((back.double() - w.double()).abs() <= step * 0.51 + 1e-2).all()))
+
+    def test_get_group_qparams_symmetric(self):
+        from torchao.quantization.utils import get_group_qparams_symmetric
+
+        torch.manual_seed(0)
+        w = torch.randn(8, 96)
+        scale, zero = get_group_qparams_symmetric(w, n_bit=4, groupsize=32)
+        self.assertEqual((tuple(scale.shape), tuple(zero.shape)), ((8, 3), (8, 3)))
+        expected = w.reshape(8, 3, 32).abs().amax(-1).double() / 7.5
+        torch.testing.assert_close(scale.double(), expected, rtol=1e-6, atol=0)
+        self.assertTrue(torch.equal(zero, torch.zeros_like(zero)))
+        with self.assertRaisesRegex(ValueError, "groupsize 1 must be > 1"):
+            get_group_qparams_symmetric(w, groupsize=1)
+
+    def test_logging_hook_counts_input_shapes(self):
+        from torchao.quantization.utils import _apply_logging_hook, fqn_to_op_to_shape_to_count
+
+        model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        handles = _apply_logging_hook(model)
+        model(torch.randn(3, 4))
+        model(torch.randn(3, 4))
+        for h in handles:
+            h.remove()
+        self.assertEqual(fqn_to_op_to_shape_to_count["2"]["Linear"][((3, 8),)], 2)
+        self.assertEqual(fqn_to_op_to_shape_to_count["0"]["Linear"][((3, 4),)], 2)

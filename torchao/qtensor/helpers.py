@@ -10,9 +10,18 @@ from typing import Tuple
 import torch
 
 from torchao.qtensor.aqt import AffineQuantizedTensor
-from torchao.qtensor.primitives import MappingType, choose_qparams_affine, quantize_affine
+from torchao.qtensor.primitives import (
+    MappingType,
+    ZeroPointDomain,
+    choose_qparams_affine,
+    dequantize_affine,
+    quantize_affine,
+)
 
-__all__ = ["sqnr", "weight_bytes", "quantize_per_channel_symmetric", "quantize_per_token_absmax"]
+__all__ = ["sqnr", "weight_bytes", "quantize_per_channel_symmetric", "quantize_per_token_absmax",
+           "groupwise_affine_qparams", "groupwise_affine_quantize", "groupwise_affine_dequantize",
+           "pack_scales_and_zeros", "unpack_scales_and_zeros", "group_qparams_symmetric",
+           "groupwise_affine_quantize_tensor", "groupwise_affine_dequantize_tensor"]
 
 
 def sqnr(reference: torch.Tensor, approximation: torch.Tensor) -> torch.Tensor:
@@ -57,3 +66,85 @@ def weight_bytes(model: torch.nn.Module, skip_embeddings: bool = False) -> int:
         inner = p.inner_tensors().values() if isinstance(p, AffineQuantizedTensor) else [p]
         total += sum(t.numel() * t.element_size() for t in inner)
     return total
+
+
+# ---- the era's group-wise helpers (tinygemm-style asymmetric int4 with float zero points) ------------
+
+
+def _checked_groupsize(w: torch.Tensor, groupsize: int, n_bit: int) -> int:
+    if w.dim() != 2:
+        raise ValueError(f"group-wise quantization needs a 2-D weight, got shape {tuple(w.shape)}")
+    groupsize = min(groupsize, w.shape[-1])
+    if groupsize <= 1 or w.shape[-1] % groupsize:
+        raise ValueError(f"groupsize {groupsize} must be > 1 and divide in_features {w.shape[-1]}")
+    if not 1 <= n_bit <= 8:
+        raise ValueError(f"n_bit must be in 1..8, got {n_bit}")
+    return groupsize
+
+
+def groupwise_affine_qparams(w: torch.Tensor, n_bit: int = 4, groupsize: int = 128,
+                             dtype: torch.dtype = torch.bfloat16) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Asymmetric (scales, zeros), each (N, K // groupsize) in ``dtype``, with float zero points:
+    w ~ (q - 2^(n_bit-1)) * scale + zero, q in [0, 2^n_bit - 1]."""
+    groupsize = _checked_groupsize(w, groupsize, n_bit)
+    scale, zero = choose_qparams_affine(w, MappingType.ASYMMETRIC, (1, groupsize), torch.int32, 0, 2**n_bit - 1, 1e-6,
+                                        scale_dtype=dtype, zero_point_dtype=dtype, preserve_zero=False,
+                                        zero_point_domain=ZeroPointDomain.FLOAT)
+    return scale.to(dtype).reshape(w.shape[0], -1), zero.to(dtype).reshape(w.shape[0], -1)
+
+
+def groupwise_affine_quantize(w: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, n_bit: int = 4,
+                              groupsize: int = 128) -> torch.Tensor:
+    """int32 (N, K) values in [0, 2^n_bit - 1] for the given float-zero-point qparams."""
+    groupsize = _checked_groupsize(w, groupsize, n_bit)
+    return quantize_affine(w, (1, groupsize), scales, zeros, torch.int32, 0, 2**n_bit - 1, ZeroPointDomain.FLOAT)
+
+
+def groupwise_affine_dequantize(q: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, n_bit: int = 4,
+                                groupsize: int = 128) -> torch.Tensor:
+    """The (N, K) weight in ``scales.dtype`` for int32 values ``q`` and float-zero-point qparams."""
+    groupsize = _checked_groupsize(q, groupsize, n_bit)
+    return dequantize_affine(q.to(torch.int32), (1, groupsize), scales, zeros, torch.int32, 0, 2**n_bit - 1,
+                             ZeroPointDomain.FLOAT, output_dtype=scales.dtype)
+
+
+def pack_scales_and_zeros(scales: torch.Tensor, zeros: torch.Tensor) -> torch.Tensor:
+    """(N, G) scales and zeros -> the tinygemm (G, N, 2) tensor."""
+    if scales.shape != zeros.shape or scales.dtype != zeros.dtype:
+        raise ValueError(f"scales {tuple(scales.shape)} {scales.dtype} and zeros {tuple(zeros.shape)} {zeros.dtype} "
+                         "must have one shape and dtype")
+    return torch.stack([scales, zeros], dim=-1).transpose(0, 1).contiguous()
+
+
+def unpack_scales_and_zeros(scales_and_zeros: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The tinygemm (G, N, 2) tensor -> (scales, zeros), each (N, G)."""
+    if scales_and_zeros.dim() != 3 or scales_and_zeros.shape[-1] != 2:
+        raise ValueError(f"expected a (groups, N, 2) tensor, got shape {tuple(scales_and_zeros.shape)}")
+    return tuple(t.transpose(0, 1).contiguous() for t in scales_and_zeros.unbind(-1))
+
+
+def group_qparams_symmetric(w: torch.Tensor, n_bit: int = 4, groupsize: int = 128,
+                            precision: torch.dtype = torch.float32,
+                            mapping_type: MappingType = MappingType.SYMMETRIC) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-group (scale, zero_point), each (N, K // groupsize) in ``precision``, for signed
+    n_bit values in [-2^(n_bit-1), 2^(n_bit-1) - 1] (n_bit 1: [-1, 0])."""
+    groupsize = _checked_groupsize(w, groupsize, n_bit)
+    qmin, qmax = (-1, 0) if n_bit == 1 else (-(2 ** (n_bit - 1)), 2 ** (n_bit - 1) - 1)
+    scale, zero = choose_qparams_affine(w, mapping_type, (1, groupsize), torch.int8, qmin, qmax,
+                                        torch.finfo(torch.float32).eps, scale_dtype=precision,
+                                        zero_point_dtype=precision)
+    return scale.reshape(w.shape[0], -1), zero.reshape(w.shape[0], -1)
+
+
+def groupwise_affine_quantize_tensor(w: torch.Tensor, n_bit: int = 4, groupsize: int = 128,
+                                     dtype: torch.dtype = torch.bfloat16) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(int32 (N, K) values, tinygemm (K // groupsize, N, 2) scales_and_zeros in ``dtype``)."""
+    scales, zeros = groupwise_affine_qparams(w, n_bit, groupsize, dtype)
+    return groupwise_affine_quantize(w, scales, zeros, n_bit, groupsize), pack_scales_and_zeros(scales, zeros)
+
+
+def groupwise_affine_dequantize_tensor(q: torch.Tensor, scales_and_zeros: torch.Tensor, n_bit: int = 4,
+                                       groupsize: int = 128) -> torch.Tensor:
+    """The inverse of groupwise_affine_quantize_tensor (up to rounding)."""
+    scales, zeros = unpack_scales_and_zeros(scales_and_zeros)
+    return groupwise_affine_dequantize(q, scales, zeros, n_bit, groupsize)
