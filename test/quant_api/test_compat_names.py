@@ -340,3 +340,46 @@ class TestGroupwiseHelpersOfThatEra(TestCase):
             h.remove()
         self.assertEqual(fqn_to_op_to_shape_to_count["2"]["Linear"][((3, 8),)], 2)
         self.assertEqual(fqn_to_op_to_shape_to_count["0"]["Linear"][((3, 4),)], 2)
+
+
+class TestPrimitiveErrorsAndConstructorsOfThatEra(TestCase):
+    def test_errors_are_also_assertion_errors_with_the_old_text(self):
+        from torchao.quantization.quant_primitives import (
+            MappingType,
+            choose_qparams_affine,
+            dequantize_affine,
+            quantize_affine,
+        )
+
+        x = torch.randn(4, 8)
+        cases = [
+            (lambda: choose_qparams_affine(torch.randint(0, 3, (4, 8)), MappingType.SYMMETRIC, (1, 8), torch.int8),
+             "Unsupported input dtype: torch.int64"),
+            (lambda: choose_qparams_affine(x, MappingType.SYMMETRIC, (1, 8), torch.int8, preserve_zero=False),
+             "preserve_zero == False is not supported for symmetric quantization"),
+            (lambda: choose_qparams_affine(x, MappingType.SYMMETRIC, (1, 8), torch.int8, -300, 127),
+             "quant_min out of bound for dtype, quant_min_lower_bound: -128 quant_min: -300"),
+            (lambda: quantize_affine(x, (1, 1, 8), torch.ones(4), torch.zeros(4), torch.int8),
+             r"Got input dim:2, block_size: \(1, 1, 8\)"),
+            (lambda: dequantize_affine(torch.zeros(4, 8, dtype=torch.int32), (1, 8), torch.ones(4), torch.zeros(4),
+                                       torch.int8), "Expected: torch.int8, got: torch.int32"),
+        ]
+        for fn, old_text in cases:
+            with self.assertRaisesRegex(AssertionError, old_text):
+                fn()
+            with self.assertRaises((ValueError, TypeError)):
+                fn()
+
+    def test_to_affine_quantized_intx_and_static(self):
+        from torchao.dtypes import PlainLayout, to_affine_quantized_intx, to_affine_quantized_intx_static
+        from torchao.quantization.quant_primitives import MappingType, choose_qparams_affine
+
+        torch.manual_seed(0)
+        w = torch.randn(16, 64)
+        dynamic = to_affine_quantized_intx(w, MappingType.ASYMMETRIC, (1, 32), torch.uint8, _layout=PlainLayout())
+        scale, zero_point = choose_qparams_affine(w, MappingType.ASYMMETRIC, (1, 32), torch.uint8)
+        static = to_affine_quantized_intx_static(w, scale, zero_point, (1, 32), torch.uint8)
+        self.assertTrue(torch.equal(dynamic.dequantize(), static.dequantize()))
+        # static qparams from other data: values outside their range clamp
+        static_small = to_affine_quantized_intx_static(w, scale / 4, zero_point, (1, 32), torch.uint8)
+        self.assertEqual(int(static_small.get_plain()[0].max()), 255)

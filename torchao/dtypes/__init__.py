@@ -1,6 +1,12 @@
 """Seed import path torchao.dtypes: the quantized tensor subclass and its short constructor name."""
 
-from torchao.qtensor.aqt import AffineQuantizedTensor, to_affine_quantized, to_aq
+from torchao.qtensor.aqt import (
+    AffineQuantizedTensor,
+    to_affine_quantized,
+    to_affine_quantized_intx,
+    to_affine_quantized_intx_static,
+    to_aq,
+)
 from torchao.qtensor.layouts import (
     LAYOUTS,
     Int4CPULayout,
@@ -16,6 +22,8 @@ __all__ = [
     "AffineQuantizedTensor",
     "to_affine_quantized",
     "to_aq",
+    "to_affine_quantized_intx",
+    "to_affine_quantized_intx_static",
     "LAYOUTS",
     "Layout",
     "PlainLayout",

@@ -24,7 +24,8 @@ from torchao.qtensor.primitives import (
     storage_dtype,
 )
 
-__all__ = ["AffineQuantizedTensor", "implements", "to_affine_quantized", "to_aq", "OPS"]
+__all__ = ["AffineQuantizedTensor", "implements", "to_affine_quantized", "to_aq", "to_affine_quantized_intx",
+           "to_affine_quantized_intx_static", "OPS"]
 
 #: torch functions and aten ops -> handler(func, types, args, kwargs)
 OPS: Dict[Callable, Callable] = {}
@@ -225,3 +226,35 @@ class AffineQuantizedTensor(torch.Tensor):
 
 to_affine_quantized = AffineQuantizedTensor.from_float
 to_aq = AffineQuantizedTensor.from_float
+
+
+def to_affine_quantized_intx(input_float: torch.Tensor, mapping_type: MappingType, block_size: Sequence[int],
+                             target_dtype: torch.dtype, quant_min: Optional[int] = None,
+                             quant_max: Optional[int] = None, eps: Optional[float] = None,
+                             scale_dtype: Optional[torch.dtype] = None, zero_point_dtype: Optional[torch.dtype] = None,
+                             preserve_zero: bool = True, zero_point_domain: ZeroPointDomain = ZeroPointDomain.INT,
+                             _layout=None, layout_type=None) -> AffineQuantizedTensor:
+    """The seed era's constructor: ``from_float`` with the layout passed as ``_layout`` (or, older,
+    ``layout_type``): a name, a Layout class or instance; default plain."""
+    layout = layout_name(_layout if _layout is not None else layout_type, "plain")
+    return AffineQuantizedTensor.from_float(input_float, mapping_type, block_size, target_dtype, quant_min, quant_max,
+                                            eps, scale_dtype, zero_point_dtype, preserve_zero, zero_point_domain,
+                                            layout=layout)
+
+
+def to_affine_quantized_intx_static(input_float: torch.Tensor, scale: torch.Tensor,
+                                    zero_point: Optional[torch.Tensor], block_size: Sequence[int],
+                                    target_dtype: torch.dtype, quant_min: Optional[int] = None,
+                                    quant_max: Optional[int] = None,
+                                    zero_point_domain: ZeroPointDomain = ZeroPointDomain.INT,
+                                    _layout=None, layout_type=None) -> AffineQuantizedTensor:
+    """Quantize ``input_float`` with given (e.g. calibrated) ``scale`` / ``zero_point`` (one element per
+    block) instead of choosing them from the input."""
+    if isinstance(input_float, AffineQuantizedTensor):
+        raise TypeError("input is already an AffineQuantizedTensor; dequantize() it first to requantize")
+    input_float = input_float.detach()
+    int_data = quantize_affine(input_float, block_size, scale, zero_point, target_dtype, quant_min, quant_max,
+                               zero_point_domain)
+    spec = QuantSpec.of(int_data.shape, input_float.dtype, block_size, target_dtype, quant_min, quant_max,
+                        zero_point_domain, layout_name(_layout if _layout is not None else layout_type, "plain"))
+    return AffineQuantizedTensor.from_plain(int_data, scale, zero_point, spec)

@@ -42,6 +42,8 @@ __all__ = [
     "dequantize_affine",
     "fake_quantize_affine",
     "fake_quantize_affine_cachemask",
+    "QuantArgumentError",
+    "QuantDtypeError",
     "round_to_grid",
     "mid_point",
     "choose_qparams_affine_with_min_max",
@@ -108,8 +110,10 @@ def quant_range(
     qmin = lo if quant_min is None else int(quant_min)
     qmax = hi if quant_max is None else int(quant_max)
     if qmin < lo or qmax > hi:
-        raise ValueError(
-            f"quant range [{qmin}, {qmax}] does not fit {target_dtype} (range [{lo}, {hi}], stored as {storage})"
+        old = (f"quant_min out of bound for dtype, quant_min_lower_bound: {lo} quant_min: {qmin}" if qmin < lo
+               else f"quant_max out of bound for dtype, quant_max_upper_bound: {hi} quant_max: {qmax}")
+        raise QuantArgumentError(
+            f"quant range [{qmin}, {qmax}] does not fit {target_dtype} (range [{lo}, {hi}], stored as {storage}); {old}"
         )
     if qmin >= qmax:
         raise ValueError(f"quant_min ({qmin}) must be smaller than quant_max ({qmax})")
@@ -124,9 +128,10 @@ def _reduction_shapes(block_size: Sequence[int], shape: Sequence[int]):
     ``qparams_view_shape``; ``qparams_shape`` is the public (squeezed) shape of scale / zero_point.
     """
     if len(block_size) != len(shape):
-        raise ValueError(
+        raise QuantArgumentError(
             f"block_size {tuple(block_size)} has {len(block_size)} dims but the input has shape "
-            f"{tuple(shape)} ({len(shape)} dims); give one block extent per input dim"
+            f"{tuple(shape)} ({len(shape)} dims); give one block extent per input dim "
+            f"(Got input dim:{len(shape)}, block_size: {tuple(block_size)})"
         )
     view_shape, reduce_dims, qp_view, qp_shape = [], [], [], []
     for dim, (b, n) in enumerate(zip(block_size, shape)):
@@ -172,9 +177,20 @@ def _compute_dtype(*tensors: Optional[torch.Tensor]) -> torch.dtype:
     return torch.float64 if any(t is not None and t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
+class QuantArgumentError(ValueError, AssertionError):
+    """Bad arguments to the primitives. A ValueError with a message that says what to do, and also an
+    AssertionError whose text contains the seed era's assertion message, so old ``except AssertionError``
+    code keeps working."""
+
+
+class QuantDtypeError(TypeError, AssertionError):
+    """A tensor of the wrong dtype for a primitive (a TypeError, and an AssertionError as above)."""
+
+
 def _check_float_input(input: torch.Tensor, fn: str) -> None:
     if input.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{fn} expects a floating point input (float32/float16/bfloat16/float64), got {input.dtype}")
+        raise QuantDtypeError(f"{fn} expects a floating point input (float32/float16/bfloat16/float64), got "
+                              f"{input.dtype} (Unsupported input dtype: {input.dtype})")
 
 
 def round_to_grid(x: torch.Tensor, scale, zero_point, quant_min: int, quant_max: int,
@@ -231,7 +247,8 @@ def _qparams_from_min_max(min_val, max_val, mapping_type: str, target_dtype, qua
 
     if mapping_type in ("SYMMETRIC", "SYMMETRIC_NO_CLIPPING_ERR"):
         if not preserve_zero:
-            raise ValueError(f"{mapping_type} mapping always preserves zero; preserve_zero=False needs ASYMMETRIC")
+            raise QuantArgumentError(f"{mapping_type} mapping always preserves zero; preserve_zero=False needs "
+                                     "ASYMMETRIC (preserve_zero == False is not supported for symmetric quantization)")
         if zero_point_domain == "FLOAT":
             raise ValueError(f"{mapping_type} mapping has an integer (or no) zero point, not ZeroPointDomain.FLOAT")
         if mapping_type == "SYMMETRIC":
@@ -257,7 +274,8 @@ def _qparams_from_min_max(min_val, max_val, mapping_type: str, target_dtype, qua
             zero_point = min_val + exact_scale * mid_point(qmin, qmax)
         zero_point = zero_point.to(zero_point_dtype)
     else:
-        raise ValueError(f"unknown mapping_type {mapping_type}; expected one of {[m.name for m in MappingType]}")
+        raise QuantArgumentError(f"unknown mapping_type {mapping_type}; expected one of "
+                                 f"{[m.name for m in MappingType]} (Unsupported mapping type: {mapping_type})")
 
     if zero_point_domain == "NONE":
         zero_point = torch.zeros((0,), dtype=zero_point_dtype, device=min_val.device)
@@ -305,12 +323,13 @@ def _dequantize_impl(
 ) -> torch.Tensor:
     qmin, qmax = quant_range(input_dtype, quant_min, quant_max)
     if input.dtype != storage_dtype(input_dtype):
-        raise TypeError(
+        raise QuantDtypeError(
             f"dequantize_affine: input has dtype {input.dtype} but input_dtype {input_dtype} "
-            f"is stored as {storage_dtype(input_dtype)}"
+            f"is stored as {storage_dtype(input_dtype)} (Expected: {storage_dtype(input_dtype)}, got: {input.dtype})"
         )
     if output_dtype not in FLOAT_DTYPES:
-        raise TypeError(f"dequantize_affine: output_dtype must be a float dtype, got {output_dtype}")
+        raise QuantDtypeError(f"dequantize_affine: output_dtype must be a float dtype, got {output_dtype} "
+                              f"(Unsupported output dtype: {output_dtype})")
     view_shape, _, qp_view, _ = _reduction_shapes(block_size, input.shape)
     cdtype = _compute_dtype(scale)
     q = input.reshape(view_shape).to(torch.int32)
