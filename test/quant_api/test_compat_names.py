@@ -383,3 +383,19 @@ class TestPrimitiveErrorsAndConstructorsOfThatEra(TestCase):
         # static qparams from other data: values outside their range clamp
         static_small = to_affine_quantized_intx_static(w, scale / 4, zero_point, (1, 32), torch.uint8)
         self.assertEqual(int(static_small.get_plain()[0].max()), 255)
+
+
+class TestHQQPrimitiveOfThatEra(TestCase):
+    def test_choose_qparams_and_quantize_affine_hqq(self):
+        from torchao.quantization.quant_primitives import choose_qparams_and_quantize_affine_hqq
+
+        torch.manual_seed(0)
+        w = torch.randn(32, 128)
+        errors = {}
+        for optimize in (False, True):
+            q, scale, zero, shape = choose_qparams_and_quantize_affine_hqq(w, nbits=4, group_size=64,
+                                                                           optimize=optimize, compute_dtype=torch.float32)
+            self.assertEqual((q.dtype, shape, tuple(scale.shape)), (torch.uint8, (32, 128), (32, 2)))
+            dq = (q.float() - zero.repeat_interleave(64, 1)) * scale.repeat_interleave(64, 1)
+            errors[optimize] = (dq - w).pow(2).sum().item()
+        self.assertLess(errors[True], errors[False])

@@ -29,7 +29,7 @@ import torch
 from torchao.qtensor.primitives import round_to_grid
 from torchao.quant_api.weight_format import IntFormat
 
-__all__ = ["hqq_quantize"]
+__all__ = ["hqq_quantize", "choose_qparams_and_quantize_affine_hqq"]
 
 
 def _shrink(x: torch.Tensor, beta: float, p: float) -> torch.Tensor:
@@ -87,3 +87,20 @@ def hqq_quantize(
     q, scale, zero = best
     groups = k // group_size
     return q.reshape(n, k).to(torch.int32), scale.reshape(n, groups), zero.reshape(n, groups)
+
+
+def choose_qparams_and_quantize_affine_hqq(tensor: torch.Tensor, nbits: int = 4, group_size: int = 64,
+                                           optimize: bool = True, axis: int = 1,
+                                           compute_dtype: torch.dtype = torch.float16, device=None,
+                                           verbose: bool = False, raw_output: bool = False):
+    """The seed era's HQQ primitive: (W_q uint8 (N, K), scale, zero (N, K // group_size) in
+    ``compute_dtype``, shape) with W ~ (W_q - zero) * scale; ``optimize=False`` is round-to-nearest.
+    Groups run along the input dimension (``axis=1``, the only one supported); ``verbose`` and
+    ``raw_output`` are accepted for the old signature."""
+    del verbose, raw_output
+    if axis != 1:
+        raise ValueError(f"choose_qparams_and_quantize_affine_hqq: only axis=1 (groups along in_features), got {axis}")
+    weight = tensor if device is None else tensor.to(device)
+    fmt = IntFormat.for_bits(nbits)
+    q, scale, zero = hqq_quantize(weight, fmt, group_size, iters=20 if optimize else 0, optimize_scale=optimize)
+    return q.to(torch.uint8), scale.to(compute_dtype), zero.to(compute_dtype), tuple(tensor.shape)
