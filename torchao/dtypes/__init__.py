@@ -7,6 +7,7 @@ from torchao.qtensor.aqt import (
     to_affine_quantized_intx_static,
     to_aq,
 )
+from torchao.qtensor.laq import LinearActivationQuantizedTensor, to_laq
 from torchao.qtensor.layouts import (
     LAYOUTS,
     Int4CPULayout,
@@ -22,6 +23,8 @@ __all__ = [
     "AffineQuantizedTensor",
     "to_affine_quantized",
     "to_aq",
+    "to_laq",
+    "LinearActivationQuantizedTensor",
     "to_affine_quantized_intx",
     "to_affine_quantized_intx_static",
     "LAYOUTS",

@@ -14,6 +14,7 @@ from torchao.qtensor.aqt import AffineQuantizedTensor, implements, to_affine_qua
 from torchao.qtensor.act_quant import ACTIVATION_QUANTIZERS
 from torchao.qtensor.linear import LINEAR_KERNELS, register_linear_kernel, select_linear_kernel
 from torchao.qtensor import ops as _ops  # noqa: F401  (registers the op handlers)
+from torchao.qtensor.laq import ACTIVATION_QUANTIZER_FUNCS, LinearActivationQuantizedTensor, to_laq
 from torchao.qtensor.serialization import register_safe_globals
 
 register_safe_globals()
@@ -38,5 +39,8 @@ __all__ = [
     "ACTIVATION_QUANTIZERS",
     "LINEAR_KERNELS",
     "register_linear_kernel",
+    "LinearActivationQuantizedTensor",
+    "to_laq",
+    "ACTIVATION_QUANTIZER_FUNCS",
     "select_linear_kernel",
 ]

@@ -9,6 +9,8 @@ from torchao.qtensor.primitives import (
 )
 from torchao.quant_api import *  # noqa: F401,F403
 from torchao.quant_api import __all__ as _quant_api_all
+from torchao.qtensor.laq import ACTIVATION_QUANTIZER_FUNCS, LinearActivationQuantizedTensor, to_laq
+from torchao.qtensor.laq import to_laq as to_linear_activation_quantized
 from torchao.qtensor.unwrap import unwrap_tensor_subclass
 from torchao.quant_api.gptq import GPTQConfig, Int4WeightOnlyGPTQQuantizer, gptq
 from torchao.quant_api.autoquant_cache import AUTOQUANT_CACHE, load_autoquant_cache, save_autoquant_cache
@@ -25,6 +27,10 @@ __all__ = list(_quant_api_all) + [
     "quantize_affine",
     "dequantize_affine",
     "unwrap_tensor_subclass",
+    "to_laq",
+    "to_linear_activation_quantized",
+    "LinearActivationQuantizedTensor",
+    "ACTIVATION_QUANTIZER_FUNCS",
     "gptq",
     "GPTQConfig",
     "Int4WeightOnlyGPTQQuantizer",
