@@ -45,6 +45,7 @@ class TestLayoutChoice(TestCase):
         self.assertEqual(restored_layout(spec, cuda), "int4_packed")
 
     def test_a_new_layout_declares_its_kernels(self):
+        torch.manual_seed(0)
         w = torch.randn(32, 64)
         x = torch.randn(3, 64)
         for layout, kernel in (("test_row_major_int8", "cpu_int8_weight_only"), ("test_opaque", None)):
@@ -52,7 +53,9 @@ class TestLayoutChoice(TestCase):
                       layout=layout)
             chosen = select_linear_kernel(x, q)
             self.assertEqual(None if chosen is None else chosen.name, kernel)
-            torch.testing.assert_close(F.linear(x, q), F.linear(x, q.dequantize()), atol=2e-2, rtol=2e-2)
+            ref = F.linear(x.double(), q.dequantize(torch.float64))
+            # the CPU int8 kernel computes float32 activations in bfloat16: 1% of the output scale
+            self.assertLess((F.linear(x, q).double() - ref).abs().max().item(), 0.01 * ref.abs().max().item())
 
     def test_relayout_is_exact_and_keeps_transposes(self):
         torch.manual_seed(0)

@@ -399,3 +399,46 @@ class TestHQQPrimitiveOfThatEra(TestCase):
             dq = (q.float() - zero.repeat_interleave(64, 1)) * scale.repeat_interleave(64, 1)
             errors[optimize] = (dq - w).pow(2).sum().item()
         self.assertLess(errors[True], errors[False])
+
+
+class TestFloat8Configs(TestCase):
+    def test_float8_weight_only_values_and_outputs(self):
+        from torchao.quantization import float8_weight_only, quantize_
+
+        torch.manual_seed(0)
+        for dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
+            layer = torch.nn.Linear(96, 40).to(torch.bfloat16)
+            w = layer.weight.detach().float()
+            quantize_(layer, float8_weight_only(dtype))
+            q, scale, _ = layer.weight.get_plain()
+            self.assertEqual((q.dtype, scale.dtype, tuple(scale.shape)), (dtype, torch.float32, (40,)))
+            fmax = torch.finfo(dtype).max
+            torch.testing.assert_close(scale.double(), w.abs().amax(1).double() / fmax, rtol=1e-6, atol=0)
+            expected_q = torch.clamp(w * (1.0 / scale.unsqueeze(1)), -fmax, fmax).to(dtype)
+            self.assertTrue(torch.equal(q.view(torch.uint8), expected_q.view(torch.uint8)))
+            x = torch.randn(3, 96, dtype=torch.bfloat16)
+            ref = torch.nn.functional.linear(x.double(), layer.weight.dequantize(torch.float64), layer.bias.double())
+            self.assertLess((layer(x).double() - ref).abs().max().item(), 0.01 * ref.abs().max().item())
+
+    def test_float8_dynamic_activation_and_granularity(self):
+        from torchao.quantization import (
+            PerRow,
+            PerTensor,
+            float8_dynamic_activation_float8_weight,
+            quantize_,
+        )
+
+        torch.manual_seed(0)
+        for granularity, scales in ((PerRow(), 40), (PerTensor(), 1)):
+            layer = torch.nn.Linear(96, 40)
+            x = torch.randn(5, 96)
+            ref = layer(x)
+            quantize_(layer, float8_dynamic_activation_float8_weight(granularity=granularity))
+            self.assertEqual(layer.weight.get_plain()[1].numel(), scales)
+            self.assertEqual(layer.weight.spec.act_quant, "float8_e4m3fn_per_token")
+            out = layer(x)
+            self.assertLess(((out - ref).norm() / ref.norm()).item(), 0.08)
+            exported = torch.export.export(layer, (x,))
+            self.assertTrue(torch.equal(exported.module()(x), out))
+        with self.assertRaisesRegex(ValueError, "weight_dtype must be one of"):
+            float8_dynamic_activation_float8_weight(weight_dtype=torch.int8)

@@ -205,9 +205,10 @@ def _rebuild(name: str, spec: QuantSpec, tensors: Dict[str, torch.Tensor], expec
         int_data, scale, zero_point = aqt.get_plain()
         if tuple(int_data.shape) != stored:
             raise CheckpointError(f"{name}: the packed data unpacks to {tuple(int_data.shape)}, metadata says {stored}")
-        if int_data.numel() and (int(int_data.min()) < spec.quant_min or int(int_data.max()) > spec.quant_max):
-            raise CheckpointError(f"{name}: stored values span [{int(int_data.min())}, {int(int_data.max())}], outside "
-                                  f"the metadata's range [{spec.quant_min}, {spec.quant_max}]")
+        values = int_data.to(torch.float32) if int_data.is_floating_point() else int_data  # float8 has no min()
+        if values.numel() and (values.min() < spec.quant_min or values.max() > spec.quant_max):
+            raise CheckpointError(f"{name}: stored values span [{values.min().item():g}, {values.max().item():g}], "
+                                  f"outside the metadata's range [{spec.quant_min}, {spec.quant_max}]")
         plain_spec = replace(spec, shape=stored, transposed=False)
         return AffineQuantizedTensor.from_plain(
             int_data.to(device), scale.to(device), None if zero_point is None else zero_point.to(device),

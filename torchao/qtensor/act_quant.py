@@ -28,20 +28,22 @@ class PerTokenActivationQuantizer:
     mapping_type: MappingType
     quant_min: int
     quant_max: int
+    target_dtype: torch.dtype = torch.int8
 
     @property
     def zero_point_domain(self) -> ZeroPointDomain:
         return ZeroPointDomain.INT if self.mapping_type == MappingType.ASYMMETRIC else ZeroPointDomain.NONE
 
     def quantize(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-        """x (..., K) float -> (int8 of x.shape, float32 scale (...), int32 zero point (...) or None)."""
+        """x (..., K) float -> (target_dtype values of x.shape (int8 storage, or float8), float32 scale (...),
+        int32 zero point (...) or None)."""
         block = (1,) * (x.dim() - 1) + (x.shape[-1],)
         scale, zero_point = choose_qparams_affine(
-            x, self.mapping_type, block, torch.int8, self.quant_min, self.quant_max,
+            x, self.mapping_type, block, self.target_dtype, self.quant_min, self.quant_max,
             eps=1e-5, scale_dtype=torch.float32, zero_point_dtype=torch.int32,
             zero_point_domain=self.zero_point_domain,
         )
-        q = quantize_affine(x, block, scale, zero_point, torch.int8, self.quant_min, self.quant_max,
+        q = quantize_affine(x, block, scale, zero_point, self.target_dtype, self.quant_min, self.quant_max,
                             self.zero_point_domain)
         return q, scale, zero_point
 
@@ -49,7 +51,7 @@ class PerTokenActivationQuantizer:
         """quantize then dequantize, in x.dtype (what the integer kernel sees, as floats)."""
         q, scale, zero_point = self.quantize(x)
         block = (1,) * (x.dim() - 1) + (x.shape[-1],)
-        return dequantize_affine(q, block, scale, zero_point, torch.int8, self.quant_min, self.quant_max,
+        return dequantize_affine(q, block, scale, zero_point, self.target_dtype, self.quant_min, self.quant_max,
                                  self.zero_point_domain, output_dtype=x.dtype)
 
 
@@ -58,6 +60,9 @@ ACTIVATION_QUANTIZERS: Dict[str, PerTokenActivationQuantizer] = {
     for q in (
         PerTokenActivationQuantizer("int8_per_token_sym", MappingType.SYMMETRIC, -127, 127),
         PerTokenActivationQuantizer("int8_per_token_asym", MappingType.ASYMMETRIC, -128, 127),
+        *(PerTokenActivationQuantizer(f"{str(f8).replace('torch.', '')}_per_token", MappingType.SYMMETRIC,
+                                      -int(torch.finfo(f8).max), int(torch.finfo(f8).max), f8)
+          for f8 in (torch.float8_e4m3fn, torch.float8_e5m2)),
     )
 }
 

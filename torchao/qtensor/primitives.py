@@ -87,6 +87,11 @@ _INT_TARGETS = {
 for _bits in range(1, 8):
     _INT_TARGETS[getattr(torch, f"uint{_bits}")] = (torch.uint8, 0, 2**_bits - 1)
     _INT_TARGETS[getattr(torch, f"int{_bits}")] = (torch.int8, -(2 ** (_bits - 1)), 2 ** (_bits - 1) - 1)
+# float8 targets: stored as themselves, range +-their largest finite value; quantizing scales and casts
+# (the cast rounds to the nearest float8), symmetric, no zero point
+FLOAT8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+for _f8 in FLOAT8_DTYPES:
+    _INT_TARGETS[_f8] = (_f8, -int(torch.finfo(_f8).max), int(torch.finfo(_f8).max))
 
 
 def storage_dtype(target_dtype: torch.dtype) -> torch.dtype:
@@ -298,7 +303,11 @@ def _quantize_impl(
     cdtype = _compute_dtype(input, scale)
     x = input.reshape(view_shape).to(cdtype)
     s = _as_qparam_view(scale, "scale", qp_view).to(cdtype)
-    if zero_point_domain == "FLOAT":
+    if output_dtype in FLOAT8_DTYPES:
+        if zero_point_domain == "INT" and zero_point is not None and zero_point.numel() and bool(zero_point.any()):
+            raise QuantArgumentError("float8 targets are symmetric: pass no zero point (ZeroPointDomain.NONE)")
+        q = torch.clamp(x * (1.0 / s), qmin, qmax)  # the cast below rounds to the float8 grid
+    elif zero_point_domain == "FLOAT":
         zp = _as_qparam_view(_require_zero_point(zero_point), "zero_point", qp_view).to(cdtype)
         q = torch.round((x - (zp - s * mid_point(qmin, qmax))) / s)
         q = torch.clamp(q, qmin, qmax)
@@ -332,6 +341,9 @@ def _dequantize_impl(
                               f"(Unsupported output dtype: {output_dtype})")
     view_shape, _, qp_view, _ = _reduction_shapes(block_size, input.shape)
     cdtype = _compute_dtype(scale)
+    if input_dtype in FLOAT8_DTYPES:
+        s = _as_qparam_view(scale, "scale", qp_view).to(cdtype)
+        return (input.reshape(view_shape).to(cdtype) * s).to(output_dtype).reshape(input.shape)
     q = input.reshape(view_shape).to(torch.int32)
     s = _as_qparam_view(scale, "scale", qp_view)
     if zero_point_domain == "FLOAT":

@@ -2,6 +2,12 @@
 
 from torchao.quant_api.apply import default_filter_fn, quantize, quantize_
 from torchao.quant_api.configs import (
+    Float8DynamicActivationFloat8WeightConfig,
+    Float8WeightOnlyConfig,
+    PerRow,
+    PerTensor,
+    float8_dynamic_activation_float8_weight,
+    float8_weight_only,
     Int4WeightOnlyConfig,
     Int8DynamicActivationInt4WeightConfig,
     Int8DynamicActivationInt8WeightConfig,
@@ -26,6 +32,12 @@ from torchao.quant_api.legacy import (
 )
 
 __all__ = [
+    "Float8WeightOnlyConfig",
+    "Float8DynamicActivationFloat8WeightConfig",
+    "float8_weight_only",
+    "float8_dynamic_activation_float8_weight",
+    "PerRow",
+    "PerTensor",
     "quantize_",
     "quantize",
     "default_filter_fn",

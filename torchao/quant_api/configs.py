@@ -14,6 +14,7 @@ import torch
 
 from torchao.qtensor import AffineQuantizedTensor, MappingType, ZeroPointDomain, get_layout
 from torchao.qtensor.layouts import QuantSpec, best_layout, layout_name
+from torchao.qtensor.primitives import FLOAT8_DTYPES
 from torchao.quant_api.hqq import hqq_quantize
 from torchao.quant_api.weight_format import IntFormat, quantized_weight
 
@@ -33,6 +34,12 @@ __all__ = [
     "get_apply_int8wo_quant",
     "get_apply_int4wo_quant",
     "get_apply_int8dyn_quant",
+    "PerRow",
+    "PerTensor",
+    "Float8WeightOnlyConfig",
+    "Float8DynamicActivationFloat8WeightConfig",
+    "float8_weight_only",
+    "float8_dynamic_activation_float8_weight",
 ]
 
 #: the smallest scale a group may get, by weight dtype: the smallest normal number, so that weights of any
@@ -301,6 +308,66 @@ class IntxWeightOnlyConfig(WeightConfig):
         return quantized_weight(int_data, scale, zero_point, fmt, group, weight.dtype)
 
 
+@dataclass(frozen=True)
+class PerRow:
+    """Granularity: one scale per output channel of a weight (per token of an activation)."""
+
+
+@dataclass(frozen=True)
+class PerTensor:
+    """Granularity: one scale for the whole weight."""
+
+
+def _check_float8(config, name: str) -> None:
+    if getattr(config, name) not in FLOAT8_DTYPES:
+        raise ValueError(f"{type(config).__name__}: {name} must be one of {list(FLOAT8_DTYPES)}, "
+                         f"got {getattr(config, name)!r}")
+
+
+def _float8_weight(weight: torch.Tensor, dtype: torch.dtype, granularity, act_quant: Optional[str] = None):
+    block = (1, weight.shape[1]) if isinstance(granularity, PerRow) else tuple(weight.shape)
+    return AffineQuantizedTensor.from_float(weight, MappingType.SYMMETRIC, block, dtype, eps=scale_floor(weight.dtype),
+                                            scale_dtype=torch.float32, zero_point_domain=ZeroPointDomain.NONE,
+                                            act_quant=act_quant)
+
+
+@dataclass(frozen=True)
+class Float8WeightOnlyConfig(WeightConfig):
+    """float8 weights (``weight_dtype``, default torch.float8_e4m3fn), one float32 scale per output channel
+    (absmax / the format's largest value); activations stay float. On CPU F.linear dequantizes (there is
+    no float8 matmul kernel here); the weights take half the memory of bf16."""
+
+    weight_dtype: torch.dtype = torch.float8_e4m3fn
+
+    def __post_init__(self):
+        _check_float8(self, "weight_dtype")
+
+    def quantize(self, weight):
+        return _float8_weight(weight, self.weight_dtype, PerRow())
+
+
+@dataclass(frozen=True)
+class Float8DynamicActivationFloat8WeightConfig(WeightConfig):
+    """float8 weights (per output channel with ``PerRow()``, one scale with ``PerTensor()``) and float8
+    activations quantized per token at run time (``activation_dtype``). On CPU both are dequantized for
+    F.linear (the numerics of float8, not its speed)."""
+
+    activation_dtype: torch.dtype = torch.float8_e4m3fn
+    weight_dtype: torch.dtype = torch.float8_e4m3fn
+    granularity: object = PerRow()
+
+    def __post_init__(self):
+        _check_float8(self, "activation_dtype")
+        _check_float8(self, "weight_dtype")
+        if not isinstance(self.granularity, (PerRow, PerTensor)):
+            raise ValueError(f"Float8DynamicActivationFloat8WeightConfig: granularity must be PerRow() or PerTensor(), "
+                             f"got {self.granularity!r}")
+
+    def quantize(self, weight):
+        act_quant = f"{str(self.activation_dtype).replace('torch.', '')}_per_token"
+        return _float8_weight(weight, self.weight_dtype, self.granularity, act_quant)
+
+
 def intx_weight_only(bits: int = 4, group_size: Optional[int] = 128, sym: bool = False, use_hqq: bool = False,
                      hqq_scale: bool = True) -> IntxWeightOnlyConfig:
     return IntxWeightOnlyConfig(bits, group_size, sym, use_hqq, hqq_scale)
@@ -339,3 +406,13 @@ def get_apply_int4wo_quant(groupsize: int = 32) -> Int4WeightOnlyConfig:
 
 def get_apply_int8dyn_quant() -> Int8DynamicActivationInt8WeightConfig:
     return int8_dynamic_activation_int8_weight()
+
+
+def float8_weight_only(weight_dtype: torch.dtype = torch.float8_e4m3fn) -> Float8WeightOnlyConfig:
+    return Float8WeightOnlyConfig(weight_dtype)
+
+
+def float8_dynamic_activation_float8_weight(activation_dtype: torch.dtype = torch.float8_e4m3fn,
+                                            weight_dtype: torch.dtype = torch.float8_e4m3fn,
+                                            granularity=PerRow()) -> Float8DynamicActivationFloat8WeightConfig:
+    return Float8DynamicActivationFloat8WeightConfig(activation_dtype, weight_dtype, granularity)
