@@ -442,3 +442,24 @@ class TestFloat8Configs(TestCase):
             self.assertTrue(torch.equal(exported.module()(x), out))
         with self.assertRaisesRegex(ValueError, "weight_dtype must be one of"):
             float8_dynamic_activation_float8_weight(weight_dtype=torch.int8)
+
+
+class TestInt8DynActInt4WeightLinear(TestCase):
+    def test_module_matches_the_config_and_loads_its_state_dict(self):
+        from torchao.quantization import int8_dynamic_activation_int4_weight, quantize_
+        from torchao.quantization.GPTQ import Int8DynActInt4WeightLinear
+
+        torch.manual_seed(0)
+        linear = torch.nn.Linear(128, 24)
+        module = Int8DynActInt4WeightLinear.from_linear(linear, groupsize=32)
+        reference = torch.nn.Linear(128, 24)
+        reference.load_state_dict(linear.state_dict())
+        quantize_(reference, int8_dynamic_activation_int4_weight(group_size=32))
+        x = torch.randn(4, 128)
+        torch.testing.assert_close(module(x), reference(x), atol=1e-5, rtol=1e-5)
+        fresh = Int8DynActInt4WeightLinear(128, 24, groupsize=32)
+        fresh.load_state_dict(module.state_dict())
+        self.assertEqual(sorted(module.state_dict()), ["bias", "scales", "weight", "zeros"])
+        self.assertTrue(torch.equal(fresh(x), module(x)))
+        with self.assertRaisesRegex(ValueError, "in_features 100 is not divisible by groupsize 32"):
+            Int8DynActInt4WeightLinear(100, 8, groupsize=32)

@@ -7,6 +7,9 @@ from typing import Callable, ClassVar, Optional
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+
+from torchao.qtensor import AffineQuantizedTensor, QuantSpec, ZeroPointDomain
 
 from torchao.quant_api.apply import FilterFn, quantize_
 from torchao.quant_api.configs import (
@@ -25,6 +28,7 @@ __all__ = [
     "Int8DynamicallyQuantizedLinearWeight",
     "Int4WeightOnlyQuantizedLinearWeight",
     "_replace_with_custom_fn_if_matches_filter",
+    "Int8DynActInt4WeightLinear",
 ]
 
 
@@ -104,3 +108,45 @@ def _replace_with_custom_fn_if_matches_filter(model: nn.Module, replacement_fn: 
         if new_child is not child:
             setattr(model, name, new_child)
     return model
+
+
+class Int8DynActInt4WeightLinear(nn.Module):
+    """The era's 8da4w module: int4 values held in int8 ``weight`` (N, K) with per-group ``scales`` and
+    ``zeros`` (N, K // groupsize) as buffers, so its state_dicts load as they did. ``forward`` runs the one
+    8da4w path: int8 per-token asymmetric activations, weight = (q - zero) * scale, in ``precision``.
+    ``from_linear`` quantizes an nn.Linear the way ``int8_dynamic_activation_int4_weight`` does."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, groupsize: int = 256,
+                 precision: torch.dtype = torch.float32, scales_precision: torch.dtype = torch.float32):
+        super().__init__()
+        if in_features % groupsize:
+            raise ValueError(f"Int8DynActInt4WeightLinear: in_features {in_features} is not divisible by "
+                             f"groupsize {groupsize}")
+        self.in_features, self.out_features, self.groupsize, self.precision = in_features, out_features, groupsize, precision
+        groups = (out_features, in_features // groupsize)
+        self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.int8, device=device))
+        self.register_buffer("scales", torch.ones(groups, dtype=scales_precision, device=device))
+        self.register_buffer("zeros", torch.zeros(groups, dtype=scales_precision, device=device))
+        self.bias = nn.Parameter(torch.zeros(out_features, dtype=precision, device=device)) if bias else None
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, groupsize: int = 256, precision: torch.dtype = torch.float32,
+                    scales_precision: torch.dtype = torch.float32) -> "Int8DynActInt4WeightLinear":
+        module = cls(linear.in_features, linear.out_features, linear.bias is not None, linear.weight.device, groupsize,
+                     precision, scales_precision)
+        q, scale, _ = int8_dynamic_activation_int4_weight(group_size=groupsize)(linear.weight.detach().to(precision)).get_plain()
+        module.weight.copy_(q)
+        module.scales.copy_(scale.reshape(module.scales.shape))
+        if linear.bias is not None:
+            module.bias.data.copy_(linear.bias.detach())
+        return module
+
+    def quantized_weight(self) -> torch.Tensor:
+        """The buffers as our AffineQuantizedTensor (plain layout, int4 values, per-token int8 activations)."""
+        spec = QuantSpec.of(self.weight.shape, self.precision, (1, self.groupsize), torch.int4, -8, 7,
+                            ZeroPointDomain.INT, "plain", act_quant="int8_per_token_asym")
+        return AffineQuantizedTensor.from_plain(self.weight, self.scales, self.zeros.round().to(torch.int32), spec)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.to(self.precision)
+        return F.linear(x.to(self.precision), self.quantized_weight(), bias)

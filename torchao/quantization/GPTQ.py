@@ -3,7 +3,7 @@ calibration / evaluation helpers of that era's GPTQ example."""
 
 from torchao.quant_api.evaluation import InputRecorder, TransformerEvalWrapper
 from torchao.quant_api.gptq import GPTQConfig, Int4WeightOnlyGPTQQuantizer, gptq
-from torchao.quant_api.legacy import Int8DynActInt4WeightQuantizer
+from torchao.quant_api.legacy import Int8DynActInt4WeightLinear, Int8DynActInt4WeightQuantizer
 
-__all__ = ["Int4WeightOnlyGPTQQuantizer", "GPTQConfig", "gptq", "Int8DynActInt4WeightQuantizer", "InputRecorder",
-           "TransformerEvalWrapper"]
+__all__ = ["Int4WeightOnlyGPTQQuantizer", "GPTQConfig", "gptq", "Int8DynActInt4WeightQuantizer",
+           "Int8DynActInt4WeightLinear", "InputRecorder", "TransformerEvalWrapper"]
