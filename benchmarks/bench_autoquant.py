@@ -2,7 +2,7 @@
 
     python benchmarks/bench_autoquant.py [--models testbed large] [--quick]
 
-"testbed" is pyllama-5m (../shared/testbed); "large" is a random-weight Llama with hidden 2048, 8 layers,
+"testbed" is pyllama-5m (the packaged test bed, torchao.testbed); "large" is a random-weight Llama with hidden 2048, 8 layers,
 MLP 5632, 16 heads / 4 KV heads, vocab 32000 (~0.5 B parameters). Decode = one token per forward (batch 1,
 no KV cache), prefill = 128 tokens; bf16; every variant torch.compile'd. autoquant's own time (recording,
 benchmarking, swapping, compiling) is reported separately; it records one decode and one prefill call.
