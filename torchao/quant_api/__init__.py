@@ -1,7 +1,10 @@
 """What to do per layer: apply functions and configs, and the quantize_ entry point."""
 
 from torchao.quant_api.apply import default_filter_fn, quantize, quantize_
+from torchao.quant_api.config_serialization import config_from_dict, config_to_dict
+from torchao.quant_api.fqn_config import FqnToConfig, fqn_matches_fqn_config
 from torchao.quant_api.configs import (
+    AOBaseConfig,
     Float8DynamicActivationFloat8WeightConfig,
     Float8WeightOnlyConfig,
     PerRow,
@@ -32,6 +35,11 @@ from torchao.quant_api.legacy import (
 )
 
 __all__ = [
+    "AOBaseConfig",
+    "FqnToConfig",
+    "fqn_matches_fqn_config",
+    "config_to_dict",
+    "config_from_dict",
     "Float8WeightOnlyConfig",
     "Float8DynamicActivationFloat8WeightConfig",
     "float8_weight_only",

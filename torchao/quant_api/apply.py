@@ -10,6 +10,7 @@ import torch.nn as nn
 
 from torchao.kernels.inductor_config import recommended_inductor_config_setter
 from torchao.quant_api.configs import UnsupportedWeight
+from torchao.quant_api.fqn_config import FqnToConfig
 
 __all__ = ["quantize_", "quantize", "default_filter_fn", "NonFiniteWeight", "check_finite", "warn_lost_weights"]
 
@@ -80,8 +81,9 @@ def quantize_(
 
     Args:
         model: any nn.Module.
-        apply_fn_or_config: a config (e.g. ``int4_weight_only(group_size=128)``) or any function that maps
-            a float weight to a quantized tensor of the same shape.
+        apply_fn_or_config: a config (e.g. ``int4_weight_only(group_size=128)``), an ``FqnToConfig`` (a
+            config per module name / pattern), or any function that maps a float weight to a quantized
+            tensor of the same shape.
         filter_fn: ``filter_fn(module, fully_qualified_name) -> bool`` selects modules (default: nn.Linear).
         set_inductor_config: apply the Inductor settings the quantized kernels want
             (``torchao.kernels.inductor_config``); False leaves the global config alone.
@@ -93,27 +95,34 @@ def quantize_(
     All new weights are computed before any is swapped in, so an error leaves the model as it was.
     Weights shared between modules (tied) are quantized once and stay shared.
     """
-    filter_fn = filter_fn or default_filter_fn
     if set_inductor_config:
         recommended_inductor_config_setter()
     device = None if device is None else torch.device(device)
+    per_module = isinstance(apply_fn_or_config, FqnToConfig)
+    if per_module:  # each module its own config; filter_fn (if given) narrows the selection further
+        chosen = {fqn: apply_fn_or_config.config_for(m, fqn) for fqn, m in model.named_modules()}
+        selected = {fqn: c for fqn, c in chosen.items() if c is not None}
+        user_filter = filter_fn
+        filter_fn = (lambda m, fqn: fqn in selected and (user_filter is None or user_filter(m, fqn)))
+    filter_fn = filter_fn or default_filter_fn
     targets = dict(_targets(model, filter_fn))
     for fqn, module in targets.items():
         check_finite(fqn, module.weight)
+    config_of = (lambda fqn: selected[fqn]) if per_module else (lambda fqn: apply_fn_or_config)
     calibrated = hasattr(apply_fn_or_config, "quantized_weights")
     if calibrated:  # GPTQ, AutoRound: the method picks its layers (e.g. those inside the blocks)
         targets = apply_fn_or_config.layers_to_quantize(model, targets)
         reasons = apply_fn_or_config.unsupported_layers(targets)
     else:
-        precheck = getattr(apply_fn_or_config, "unsupported_reason", None)
-        reasons = {fqn: r for fqn, m in targets.items() if precheck and (r := precheck(m.weight))}
+        reasons = {fqn: r for fqn, m in targets.items()
+                   if (precheck := getattr(config_of(fqn), "unsupported_reason", None)) and (r := precheck(m.weight))}
     skipped = {**reasons, **_shared_with_unselected(model, targets)}
     _refuse_if_strict(skipped, strict)
     todo = {fqn: m for fqn, m in targets.items() if fqn not in skipped}
     if calibrated:
         new_weights = apply_fn_or_config.quantized_weights(model, todo)
     else:
-        new_weights = _quantize_each(todo, apply_fn_or_config, skipped, strict, device)
+        new_weights = _quantize_each(todo, config_of, skipped, strict, device)
     _commit(model, targets, new_weights, skipped, device)
 
 
@@ -124,10 +133,10 @@ def _refuse_if_strict(skipped: Dict[str, str], strict: bool) -> None:
         )
 
 
-def _quantize_each(targets: Dict[str, nn.Module], apply_fn: ApplyFn, skipped: Dict[str, str],
+def _quantize_each(targets: Dict[str, nn.Module], config_of: Callable[[str], ApplyFn], skipped: Dict[str, str],
                    strict: bool, device: Optional[torch.device]) -> Dict[str, nn.Parameter]:
-    """``apply_fn`` on each target's weight, once per shared weight; a weight the function refuses
-    (UnsupportedWeight) joins ``skipped``, or is raised under ``strict``."""
+    """Each target's apply function (``config_of(fqn)``) on its weight, once per shared weight; a weight
+    the function refuses (UnsupportedWeight) joins ``skipped``, or is raised under ``strict``."""
     new_weights: Dict[str, nn.Parameter] = {}
     by_identity: Dict[int, nn.Parameter] = {}
     with torch.no_grad():
@@ -135,7 +144,7 @@ def _quantize_each(targets: Dict[str, nn.Module], apply_fn: ApplyFn, skipped: Di
             weight = module.weight
             if id(weight) not in by_identity:
                 try:
-                    quantized = apply_fn(weight if device is None else weight.to(device))
+                    quantized = config_of(fqn)(weight if device is None else weight.to(device))
                 except UnsupportedWeight as e:
                     if strict:
                         raise

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from torchao.quant_api.apply import quantize_
+from torchao.quant_api.configs import AOBaseConfig
 from torchao.quant_api.autoround_math import LayerSpec, WrapperLinear
 from torchao.quant_api.autoround_tuning import AutoRoundReport, _Samples, tune_autoround  # noqa: F401
 from torchao.quant_api.calibration import CalibrationError, get_block_names
@@ -29,7 +30,7 @@ __all__ = ["WrapperLinear", "LayerSpec", "AutoRoundConfig", "AutoRoundReport", "
 
 
 @dataclass(frozen=True)
-class AutoRoundConfig:
+class AutoRoundConfig(AOBaseConfig):
     """Model-level config: ``quantize_(model, autoround(calibration, bits=4, group_size=128, iters=200))``.
 
     calibration: token-id tensors, a dataloader, or texts (with ``tokenizer``), see calibration_batches.

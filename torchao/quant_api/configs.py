@@ -19,6 +19,7 @@ from torchao.quant_api.hqq import hqq_quantize
 from torchao.quant_api.weight_format import IntFormat, quantized_weight
 
 __all__ = [
+    "AOBaseConfig",
     "UnsupportedWeight",
     "WeightConfig",
     "Int8WeightOnlyConfig",
@@ -57,7 +58,13 @@ class UnsupportedWeight(ValueError):
     """A config cannot serve this weight (shape, dtype); the layer stays in float."""
 
 
-class WeightConfig:
+class AOBaseConfig:
+    """Base of every config ``quantize_`` takes (RTN configs, GPTQ, AutoRound, FqnToConfig): configs are
+    data; config_to_dict / config_from_dict (torchao.quant_api.config_serialization) turn the serializable
+    ones into JSON and back."""
+
+
+class WeightConfig(AOBaseConfig):
     """Base of the configs: ``__call__(weight)`` quantizes, ``unsupported_reason(weight)`` pre-checks."""
 
     def unsupported_reason(self, weight: torch.Tensor) -> Optional[str]:

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from torchao.qtensor import choose_qparams_affine
 from torchao.quant_api.apply import quantize_
+from torchao.quant_api.configs import AOBaseConfig
 from torchao.quant_api.calibration import (
     CalibrationError,
     blocks_are_chained,
@@ -157,7 +158,7 @@ def gptq_quantize_weight(
 
 
 @dataclass
-class GPTQConfig:
+class GPTQConfig(AOBaseConfig):
     """Model-level config: ``quantize_(model, gptq(calibration, bits=4, group_size=128))``.
 
     calibration: token-id tensors, a dataloader, or texts (with ``tokenizer``), see calibration_batches.

@@ -1,0 +1,1 @@
+"""Import path torchao.core (re-exports)."""
