@@ -227,11 +227,3 @@ def _slice(func, types, args, kwargs):
     new_block[dim] = min(block, end - start)
     return _rebuild(w, int_data.narrow(dim, start, end - start), slice_qparams(scale),
                     slice_qparams(zero_point), tuple(new_block))
-
-
-@implements(torch.Tensor.untyped_storage)
-def _untyped_storage(func, types, args, kwargs):
-    """The storage of the first inner tensor: what safetensors' ``storage_ptr`` and transformers' tied-weight
-    check read (a wrapper subclass has no storage of its own); tied weights share inner tensors, so they
-    report the same storage."""
-    return next(iter(args[0].inner_tensors().values())).untyped_storage()
