@@ -10,8 +10,8 @@ from testbed import tiny_llama
 
 import torchao  # noqa: F401
 from torchao.dtypes import AffineQuantizedTensor
-from torchao.quant_api.autoround import AutoRoundConfig, LayerSpec, WrapperLinear, _Samples, tune_autoround
-from torchao.quant_api.autoround_tuning import BlockTuner
+from torchao.quant_api.autoround import AutoRoundConfig, LayerSpec, WrapperLinear, tune_autoround
+from torchao.quant_api.autoround_tuning import BlockTuner, _Samples
 from torchao.quant_api.autoround_math import quant_weight, quant_weight_w_scale, round_ste
 from torchao.quant_api.calibration import CalibrationError
 from torchao.quantization import AutoOPTRound, AutoRound, autoround, intx_weight_only, quantize_

@@ -19,7 +19,7 @@ import torch.nn as nn
 from torchao.quant_api.apply import quantize_
 from torchao.quant_api.configs import AOBaseConfig
 from torchao.quant_api.autoround_math import LayerSpec, WrapperLinear
-from torchao.quant_api.autoround_tuning import AutoRoundReport, _Samples, tune_autoround  # noqa: F401
+from torchao.quant_api.autoround_tuning import AutoRoundReport, tune_autoround
 from torchao.quant_api.calibration import CalibrationError, get_block_names
 
 __all__ = ["WrapperLinear", "LayerSpec", "AutoRoundConfig", "AutoRoundReport", "autoround", "tune_autoround",
