@@ -1,8 +1,14 @@
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+# the one place the version is written: torchao/version.py
+VERSION = re.search(r'__version__ = "([^"]+)"', (Path(__file__).parent / "torchao" / "version.py").read_text()).group(1)
 
 setup(
     name="torchao",
-    version="0.1.0",
+    version=VERSION,
     description="Quantized tensors, kernels and one-line quantization APIs for PyTorch models",
     packages=find_packages(include=["torchao", "torchao.*"]),
     # the packaged test bed (a 5 M-parameter Llama, its tokenizer and held-out text): tests, tutorials and

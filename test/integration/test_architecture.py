@@ -11,7 +11,8 @@ from expecttest import TestCase
 PACKAGE = Path(__file__).resolve().parents[2] / "torchao"
 
 #: the compatibility modules: the seed era's import paths, re-exports only
-COMPAT = ("torchao.quantization", "torchao.dtypes", "torchao.utils", "torchao._eval", "torchao.core")
+COMPAT = ("torchao.quantization", "torchao.dtypes", "torchao.utils", "torchao._eval", "torchao.core",
+          "torchao.prototype")
 #: modules anything may import
 LEAVES = ("torchao.version", "torchao._compat", "torchao.testbed")
 FRONT = ("torchao", "torchao.cli", "torchao.__main__")

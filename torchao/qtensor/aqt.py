@@ -13,6 +13,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple, Type, Union
 
 import torch
 
+from torchao.qtensor.base_tensor import TorchAOBaseTensor
 from torchao.qtensor.layouts import Layout, QuantSpec, get_layout, layout_name
 from torchao.qtensor.primitives import (
     MappingType,
@@ -49,7 +50,7 @@ def _layout_name(layout: LayoutArg) -> str:
     return layout_name(layout, "plain")
 
 
-class AffineQuantizedTensor(torch.Tensor):
+class AffineQuantizedTensor(TorchAOBaseTensor):
     """A quantized tensor: ``dequantize()`` gives ``(q - zero_point) * scale`` per block.
 
     Build one with ``AffineQuantizedTensor.from_float`` (alias ``to_affine_quantized`` / ``to_aq``)

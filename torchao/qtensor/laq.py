@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from torchao.qtensor.act_quant import ACTIVATION_QUANTIZERS
 from torchao.qtensor.aqt import AffineQuantizedTensor
+from torchao.qtensor.base_tensor import TorchAOBaseTensor
 
 __all__ = ["LinearActivationQuantizedTensor", "to_laq", "ActivationQuantizerFunc", "ACTIVATION_QUANTIZER_FUNCS"]
 
@@ -45,7 +46,7 @@ ACTIVATION_QUANTIZER_FUNCS: Dict[str, ActivationQuantizerFunc] = {
 }
 
 
-class LinearActivationQuantizedTensor(torch.Tensor):
+class LinearActivationQuantizedTensor(TorchAOBaseTensor):
     """``original_weight_tensor`` (N, K) plus ``input_quant_func``; F.linear(x, self, b) computes
     F.linear(input_quant_func(x), original_weight_tensor, b). Everything else (detach, to, t, ...) applies
     to the original weight and keeps the wrapper."""

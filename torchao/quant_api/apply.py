@@ -11,6 +11,7 @@ import torch.nn as nn
 from torchao.kernels.inductor_config import recommended_inductor_config_setter
 from torchao.quant_api.configs import UnsupportedWeight
 from torchao.quant_api.fqn_config import FqnToConfig
+from torchao.quant_api.transformers_link import is_transformers_model, mark_transformers_model
 
 __all__ = ["quantize_", "quantize", "default_filter_fn", "NonFiniteWeight", "check_finite", "warn_lost_weights"]
 
@@ -93,7 +94,9 @@ def quantize_(
             in float and is listed in a warning).
 
     All new weights are computed before any is swapped in, so an error leaves the model as it was.
-    Weights shared between modules (tied) are quantized once and stay shared.
+    Weights shared between modules (tied) are quantized once and stay shared. On a transformers model the
+    quantization is also recorded in ``model.config`` (``TorchAoConfig``), so ``save_pretrained`` writes a
+    directory that ``from_pretrained`` loads.
     """
     if set_inductor_config:
         recommended_inductor_config_setter()
@@ -124,6 +127,8 @@ def quantize_(
     else:
         new_weights = _quantize_each(todo, config_of, skipped, strict, device)
     _commit(model, targets, new_weights, skipped, device)
+    if new_weights and is_transformers_model(model):  # so that save_pretrained writes a loadable checkpoint
+        mark_transformers_model(model)
 
 
 def _refuse_if_strict(skipped: Dict[str, str], strict: bool) -> None:

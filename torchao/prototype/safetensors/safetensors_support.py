@@ -1,0 +1,6 @@
+"""Import path torchao.prototype.safetensors.safetensors_support (transformers imports the flattening
+functions from here; re-exports of torchao.io.flat_state_dict)."""
+
+from torchao.io.flat_state_dict import flatten_tensor_state_dict, unflatten_tensor_state_dict
+
+__all__ = ["flatten_tensor_state_dict", "unflatten_tensor_state_dict"]
