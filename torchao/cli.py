@@ -7,7 +7,8 @@
 
 ``quantize`` loads a local transformers causal-LM checkpoint, quantizes the Linear layers of its blocks
 (``lm_head`` stays in float unless --include-lm-head, for every method alike), saves it with
-save_quantized (a save_pretrained directory plus our files: load it with ``torchao.load_quantized(OUT_DIR)``)
+save_quantized (a save_pretrained directory: ``AutoModelForCausalLM.from_pretrained(OUT_DIR)`` or
+``torchao.load_quantized(OUT_DIR)`` loads it)
 and prints the sizes and a perplexity check before and after (on the second half of --calib, or on the
 test bed's held-out Python source when no --calib is given).
 """
@@ -153,7 +154,8 @@ def quantize_command(args) -> int:
           f"lm_head {'quantized' if args.include_lm_head else 'kept in float'}")
     if ppl_before is not None:
         print(f"perplexity on {check_source}: {ppl_before:.3f} -> {check(model):.3f}")
-    print(f"load it with: torchao.load_quantized({str(args.out)!r})")
+    print(f"load it with: torchao.load_quantized({str(args.out)!r}) or "
+          f"transformers.AutoModelForCausalLM.from_pretrained({str(args.out)!r})")
     return 0
 
 

@@ -9,11 +9,12 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 from expecttest import TestCase
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
+from checkpoint_files import edit_entry, edit_weights, read_checkpoint, write_checkpoint
 from testbed import PYLLAMA
 
 import torchao
-from torchao.io.checkpoint import METADATA_NAME, WEIGHTS_NAME, CheckpointError
+from torchao.io.checkpoint import WEIGHTS_NAME, CheckpointError
 from torchao.dtypes import AffineQuantizedTensor
 from torchao.quantization import (
     int4_weight_only,
@@ -74,9 +75,13 @@ class TestRoundTrip(TestCase):
         self.assertEqual(model.l1.weight.spec.layout, "int4_cpu")
         with tempfile.TemporaryDirectory() as tmp:
             torchao.save_quantized(model, tmp)
-            meta = json.loads((Path(tmp) / METADATA_NAME).read_text())
-            self.assertEqual(meta["tensors"]["l1.weight"]["layout"], "int4_packed")
-            self.assertEqual(tuple(load_file(str(Path(tmp) / WEIGHTS_NAME))["l1.weight::packed"].shape), (64, 64))
+            tensors, meta = read_checkpoint(Path(tmp))
+        self.assertEqual(json.loads(meta["l1.weight"])["_data"]["layout"], "int4_packed")
+        self.assertEqual(json.loads(meta["norm.weight"]), {"_type": "Tensor"})
+        # nibble-packed (64, 128) -> (64, 64) bytes, one scale and zero point per group of 32
+        self.assertEqual({k: tuple(v.shape) for k, v in tensors.items() if k.startswith("l1.")},
+                         {"l1._weight_qdata": (64, 64), "l1._weight_scale": (64, 4), "l1._weight_zero_point": (64, 4),
+                          "l1.bias": (64,)})
 
     def test_tied_weights_stay_tied(self):
         model = TwoLayers()
@@ -102,7 +107,7 @@ class TestRoundTrip(TestCase):
         ids = torch.randint(0, 4096, (1, 16))
         with tempfile.TemporaryDirectory() as tmp:
             torchao.save_quantized(model, tmp, tokenizer=tokenizer)
-            for name in ("config.json", "generation_config.json", "tokenizer.json", WEIGHTS_NAME, METADATA_NAME):
+            for name in ("config.json", "generation_config.json", "tokenizer.json", WEIGHTS_NAME):
                 self.assertTrue((Path(tmp) / name).exists(), msg=name)
                 self.assertEqual((Path(tmp) / name).stat().st_mode & 0o777, (Path(tmp) / "config.json").stat().st_mode & 0o777,
                                  msg=f"{name} is not readable like the other files")
@@ -133,33 +138,42 @@ class TestCorruptFiles(TestCase):
             torchao.load_quantized(self.target, self.dir)
         assert_unchanged(self, self.target, self.before)
 
-    def edit_metadata(self, fn):
-        path = self.dir / METADATA_NAME
-        meta = json.loads(path.read_text())
-        fn(meta)
-        path.write_text(json.dumps(meta))
+    def edit_entry(self, name, fn, resign=False):
+        edit_entry(self.dir, name, fn, resign)
 
-    def edit_weights(self, fn):
-        path = self.dir / WEIGHTS_NAME
-        tensors = load_file(str(path))
-        fn(tensors)
-        save_file(tensors, str(path))
+    def edit_weights(self, fn, resign=False):
+        edit_weights(self.dir, fn, resign)
 
     def test_truncated_weights(self):
         path = self.dir / WEIGHTS_NAME
         path.write_bytes(path.read_bytes()[:200])
-        self.expect("quantized.safetensors is corrupt or truncated")
+        self.expect("model.safetensors is corrupt or truncated")
 
-    def test_missing_files(self):
-        (self.dir / METADATA_NAME).unlink()
-        self.expect("quantization.json is missing")
+    def test_missing_file(self):
+        (self.dir / WEIGHTS_NAME).unlink()
+        self.expect("model.safetensors is missing")
 
-    def test_metadata_not_json(self):
-        (self.dir / METADATA_NAME).write_text("{oops")
-        self.expect("quantization.json is not valid JSON")
+    def test_not_a_torchao_checkpoint(self):
+        tensors, _ = read_checkpoint(self.dir)
+        save_file(tensors, str(self.dir / WEIGHTS_NAME))
+        self.expect("the weights have no torchao metadata")
+
+    def test_entry_not_json(self):
+        tensors, meta = read_checkpoint(self.dir)
+        write_checkpoint(self.dir, tensors, {**meta, "l1.weight": "{oops"})
+        self.expect(r"l1.weight: metadata entry 'l1.weight' is missing or not JSON")
+
+    def test_unknown_tensor_type(self):
+        tensors, meta = read_checkpoint(self.dir)
+        write_checkpoint(self.dir, tensors, {**meta, "l1.weight": json.dumps({"_type": "os.system"})})
+        self.expect(r"l1.weight: unknown tensor type 'os.system' .*nothing is imported from a file")
+
+    def test_edited_entry(self):
+        self.edit_entry("l1.weight", lambda d: d.update(quant_max=7))
+        self.expect(r"l1.weight: its metadata entry differs from what was saved")
 
     def test_unknown_layout(self):
-        self.edit_metadata(lambda m: m["tensors"]["l1.weight"].update(layout="marlin"))
+        self.edit_entry("l1.weight", lambda d: d.update(layout="marlin"), resign=True)
         self.expect(r"l1.weight: unknown layout 'marlin'")
 
     def test_wrong_shape_for_the_model(self):
@@ -169,24 +183,37 @@ class TestCorruptFiles(TestCase):
         self.expect(r"l1.weight: checkpoint shape \(64, 128\) does not match the model's \(32, 128\)")
 
     def test_metadata_and_weights_disagree(self):
-        self.edit_metadata(lambda m: m["tensors"]["l2.weight"].update(shape=[32, 32]))
-        self.expect(r"l2.weight: checkpoint shape \(32, 32\) does not match the model's \(32, 64\)")
+        self.edit_entry("l2.weight", lambda d: d.update(shape=[32, 32]), resign=True)
+        self.expect(r"l2.weight: the packed data unpacks to \(32, 64\), metadata says \(32, 32\)")
 
     def test_packed_data_of_the_wrong_size(self):
-        self.edit_weights(lambda t: t.update({"l2.weight::packed": t["l2.weight::packed"][:, :16].contiguous()}))
+        self.edit_weights(lambda t: t.update({"l2._weight_qdata": t["l2._weight_qdata"][:, :16].contiguous()}),
+                          resign=True)
         self.expect(r"l2.weight: the packed data unpacks to \(32, 32\), metadata says \(32, 64\)")
 
+    def test_edited_tensor(self):
+        self.edit_weights(lambda t: t.update({"l2._weight_qdata": t["l2._weight_qdata"] ^ 1}))
+        self.expect(r"l2._weight_qdata: its bytes, dtype or shape differ from what was saved")
+
+    def test_added_tensor(self):
+        self.edit_weights(lambda t: t.update({"l9.weight": torch.zeros(3)}))
+        self.expect(r"stored tensors that no metadata entry describes: \['l9.weight'\]")
+
     def test_missing_inner_tensor(self):
-        self.edit_weights(lambda t: t.pop("l1.weight::scale"))
-        self.expect(r"l1.weight: the weights file lacks \['scale'\]")
+        self.edit_weights(lambda t: t.pop("l1._weight_scale"))
+        self.expect(r"l1.weight: the checkpoint lacks \['l1._weight_scale'\]")
 
     def test_missing_float_tensor(self):
         self.edit_weights(lambda t: t.pop("norm.bias"))
         self.expect(r"the checkpoint lacks tensors the model has: \['norm.bias'\]")
 
     def test_malformed_spec(self):
-        self.edit_metadata(lambda m: m["tensors"]["l1.weight"].pop("quant_max"))
+        self.edit_entry("l1.weight", lambda d: d.pop("quant_max"), resign=True)
         self.expect(r"l1.weight: malformed quantization metadata \(KeyError")
+
+    def test_values_outside_the_range(self):
+        self.edit_entry("l1.weight", lambda d: d.update(quant_max=7), resign=True)
+        self.expect(r"l1.weight: stored values span \[0, 15\], outside the metadata's range \[0, 7\]")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,11 @@ class TestTutorials(TestCase):
         self.assertIn("batch 1: relative error vs eager", out)
         self.assertIn("batch 7: relative error vs eager", out)
 
+    def test_huggingface(self):
+        out = self.run_tutorial("huggingface.py")
+        self.assertIn("reloaded logits bit-identical: True; compiled: True", out)
+        self.assertIn("reloaded bit-identical: True", out.split("mixed int4 MLP")[1])
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -134,10 +134,10 @@ def load_quantized(model_or_dir: Union[nn.Module, str, Path], directory: Optiona
     missing = [n for n in current if n not in new and n not in aliases and not _tied_in_model(model, n, new)]
     if missing:
         raise CheckpointError(f"the checkpoint lacks tensors the model has: {missing[:8]}")
-    for name, t in new.items():
-        if tuple(t.shape) != tuple(current[name].shape):
-            raise CheckpointError(f"{name}: checkpoint shape {tuple(t.shape)} does not match the model's "
-                                  f"{tuple(current[name].shape)}")
+    for name, t in current.items():  # in the model's order
+        if name in new and tuple(new[name].shape) != tuple(t.shape):
+            raise CheckpointError(f"{name}: checkpoint shape {tuple(new[name].shape)} does not match the model's "
+                                  f"{tuple(t.shape)}")
     new = {name: t.to(device) for name, t in new.items()}
     for alias, target in aliases.items():
         new[alias] = new[target]

@@ -9,6 +9,7 @@ raises an error naming it, rather than computing on the wrong representation.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable, Dict, Optional, Sequence, Tuple, Type, Union
 
 import torch
@@ -20,6 +21,7 @@ from torchao.qtensor.primitives import (
     ZeroPointDomain,
     choose_qparams_affine,
     dequantize_affine,
+    qparams_shape,
     quantize_affine,
     quant_range,
     storage_dtype,
@@ -148,6 +150,11 @@ class AffineQuantizedTensor(TorchAOBaseTensor):
                             f"{storage_dtype(spec.target_dtype)}")
         if spec.zero_point_domain == ZeroPointDomain.NONE:
             zero_point = None
+        blocks = math.prod(qparams_shape(spec.block_size, spec.shape))
+        for name, qparam in (("scale", scale), ("zero_point", zero_point)):
+            if qparam is not None and qparam.numel() != blocks:
+                raise ValueError(f"{name} has {qparam.numel()} elements (shape {tuple(qparam.shape)}), but block_size "
+                                 f"{spec.block_size} splits shape {spec.shape} into {blocks} blocks")
         spec = dataclasses.replace(spec, layout_extra=())
         layout_cls = get_layout(spec.layout)
         reason = layout_cls.unsupported_reason(spec, int_data.device)
