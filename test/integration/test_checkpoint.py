@@ -15,8 +15,20 @@ from testbed import PYLLAMA
 
 import torchao
 from torchao.io.checkpoint import WEIGHTS_NAME, CheckpointError
+from torchao.io.flat_state_dict import (
+    INNER_SUFFIX,
+    flatten_tensor_state_dict,
+    is_metadata_torchao,
+    unflatten_tensor_state_dict,
+)
+from torchao.qtensor import LAYOUTS, MappingType, ZeroPointDomain
+from torchao.qtensor.laq import to_laq
+from torchao.quant_api.registry import Q4_0Config
 from torchao.dtypes import AffineQuantizedTensor
+from torchao.quant_api.configs import PerTensor
 from torchao.quantization import (
+    float8_dynamic_activation_float8_weight,
+    float8_weight_only,
     int4_weight_only,
     int8_dynamic_activation_int4_weight,
     int8_dynamic_activation_int8_weight,
@@ -31,6 +43,9 @@ CONFIGS = {
     "int8dq": int8_dynamic_activation_int8_weight,
     "8da4w": lambda: int8_dynamic_activation_int4_weight(32),
     "w3": lambda: intx_weight_only(3, 32),
+    "w6-per-channel-sym": lambda: intx_weight_only(6, None, sym=True),
+    "float8wo": float8_weight_only,
+    "float8dq-per-tensor": lambda: float8_dynamic_activation_float8_weight(granularity=PerTensor()),
 }
 
 
@@ -44,6 +59,65 @@ class TwoLayers(nn.Module):
 
     def forward(self, x):
         return self.l2(self.norm(torch.relu(self.l1(x))))
+
+
+class TestFlatStateDict(TestCase):
+    """flatten_tensor_state_dict / unflatten_tensor_state_dict directly, for every layout."""
+
+    def test_every_layout_has_stored_names(self):
+        for name, layout in LAYOUTS.items():
+            suffixes = [INNER_SUFFIX.get(n) for n in layout.tensor_names]
+            self.assertNotIn(None, suffixes, msg=f"{name}: {layout.tensor_names}")
+            self.assertEqual(len(set(suffixes)), len(suffixes), msg=name)
+
+    def test_every_layout_round_trips_exactly(self):
+        torch.manual_seed(0)
+        w = torch.randn(48, 64, dtype=torch.bfloat16)
+        weights = {
+            "plain": int8_weight_only()(w),
+            "int4_cpu": int4_weight_only(group_size=32)(w),
+            "int4_packed": int4_weight_only(group_size=32, layout="int4_packed")(w),
+            "bitpacked": AffineQuantizedTensor.from_float(w, MappingType.ASYMMETRIC, (1, 16), torch.uint3,
+                                                          zero_point_domain=ZeroPointDomain.INT, layout="bitpacked"),
+            "q4_0": Q4_0Config()(w),
+        }
+        weights["transposed"] = weights["plain"].t()
+        self.assertEqual({w.spec.layout for w in weights.values()}, set(LAYOUTS))
+        state = {f"m.{k}.weight": v for k, v in weights.items()}
+        state["m.norm.weight"] = torch.ones(3)
+        tensors, metadata = flatten_tensor_state_dict(state)
+        self.assertTrue(all(type(t) is torch.Tensor for t in tensors.values()))
+        self.assertTrue(is_metadata_torchao(metadata))
+        self.assertEqual(json.loads(metadata["tensor_names"]), list(state))
+        rebuilt, leftover = unflatten_tensor_state_dict(tensors, metadata)
+        self.assertEqual(leftover, {})
+        self.assertEqual(set(rebuilt), set(state))
+        for name, value in state.items():
+            if isinstance(value, AffineQuantizedTensor):
+                self.assertEqual(rebuilt[name].shape, value.shape, msg=name)
+                self.assertTrue(torch.equal(rebuilt[name].dequantize(), value.dequantize()), msg=name)
+        self.assertEqual(rebuilt["m.int4_packed.weight"].spec.layout, "int4_cpu")  # the CPU kernel's layout
+
+    def test_other_prefix_and_leftovers(self):
+        """A checkpoint of XForCausalLM read under XModel's names (and back); unknown tensors are returned."""
+        w = int8_weight_only()(torch.randn(8, 16))
+        tensors, metadata = flatten_tensor_state_dict({"model.layers.0.proj.weight": w})
+        shorter = {k.removeprefix("model."): t for k, t in tensors.items()}
+        rebuilt, leftover = unflatten_tensor_state_dict({**shorter, "extra": torch.zeros(1)}, metadata)
+        self.assertEqual(list(rebuilt), ["layers.0.proj.weight"])
+        self.assertEqual(list(leftover), ["extra"])
+        self.assertTrue(torch.equal(rebuilt["layers.0.proj.weight"].dequantize(), w.dequantize()))
+
+    def test_not_torchao_metadata(self):
+        self.assertFalse(is_metadata_torchao({"format": "pt"}))
+        self.assertFalse(is_metadata_torchao(None))
+        with self.assertRaisesRegex(CheckpointError, "not written by flatten_tensor_state_dict"):
+            unflatten_tensor_state_dict({}, {"format": "pt"})
+
+    def test_unstorable_values_are_named(self):
+        laq = to_laq(int8_weight_only()(torch.randn(4, 8)), lambda x: x)
+        with self.assertRaisesRegex(TypeError, "lin.weight: a LinearActivationQuantizedTensor cannot be stored"):
+            flatten_tensor_state_dict({"lin.weight": laq})
 
 
 def snapshot(model):
