@@ -45,9 +45,14 @@ _META = "::metadata"
 _PLAIN, _AQT = "Tensor", "AffineQuantizedTensor"
 #: the "_type" values a file may name (anything else is refused)
 TENSOR_TYPES = (_PLAIN, _AQT)
-#: a layout's inner tensor -> the suffix of its stored key (the names transformers' loader collects)
+#: a layout's inner tensor -> the suffix of its stored key (the names transformers' loader collects); the
+#: inner tensors of a layout registered elsewhere keep their own names (torchao.load_quantized reads them)
 INNER_SUFFIX = {"int_data": "qdata", "packed": "qdata", "blocks": "qdata", "scale": "scale",
                 "zero_point": "zero_point", "scales_and_zeros": "scale_and_zero"}
+
+
+def _suffix(inner: str) -> str:
+    return INNER_SUFFIX.get(inner, inner)
 
 
 class CheckpointError(ValueError):
@@ -131,7 +136,7 @@ def flatten_tensor_state_dict(state_dict: Dict[str, torch.Tensor],
             portable = value.relayout(portable_layout(value.spec, value.device))
             entry = {"_type": _AQT, "_data": spec_to_json(portable.spec)}
             for inner, t in portable.inner_tensors().items():
-                tensors[flat_key(name, INNER_SUFFIX[inner])] = t.detach().contiguous()
+                tensors[flat_key(name, _suffix(inner))] = t.detach().contiguous()
         elif isinstance(value, TorchAOBaseTensor):
             raise TypeError(f"{name}: a {type(value).__name__} cannot be stored in a checkpoint (only "
                             "AffineQuantizedTensor weights, e.g. from quantize_ with a config, can)")
@@ -218,7 +223,7 @@ def _aligned(t: torch.Tensor) -> torch.Tensor:
 def _rebuild(name: str, spec: QuantSpec, pieces: Dict[str, torch.Tensor],
              device: Optional[torch.device]) -> AffineQuantizedTensor:
     layout = get_layout(spec.layout)
-    missing = [INNER_SUFFIX[n] for n in layout.tensor_names if n != "zero_point" and n not in pieces]
+    missing = [_suffix(n) for n in layout.tensor_names if n != "zero_point" and n not in pieces]
     if missing:
         raise CheckpointError(f"{name}: the checkpoint lacks {[flat_key(name, s) for s in missing]} for layout "
                               f"{spec.layout!r}")
@@ -251,7 +256,7 @@ def _stored_keys(entries: Dict[str, dict]) -> Dict[str, Tuple[str, Optional[str]
             keys[name] = (name, None)
             continue
         for inner in get_layout(spec_from_json(entry.get("_data"), name).layout).tensor_names:
-            keys[flat_key(name, INNER_SUFFIX[inner])] = (name, inner)
+            keys[flat_key(name, _suffix(inner))] = (name, inner)
     return keys
 
 
