@@ -21,6 +21,8 @@ setup(
     # 5.23.0 and 5.24.0, safetensors 0.8.0, tokenizers 0.23.3; the GPU image: torch 2.11, triton 3.6).
     # transformers 5.24 renamed the blocks' cache argument (past_key_values -> cache), which broke
     # AutoRound's replay of captured block inputs: fixed (any cache object is dropped), not bounded.
+    # transformers' torchao integration (TorchAoConfig, save_pretrained / from_pretrained of our checkpoints):
+    # tested with 5.23.0 and 5.24.0 (test/integration/test_transformers*.py).
     # .ci/run installs into a new virtual environment each run, so a new release is tested the day it lands.
     install_requires=[
         "torch>=2.11,<2.14",
