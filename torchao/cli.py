@@ -88,12 +88,17 @@ def _check_text(calib: Optional[str], calib_path: Optional[Path]):
     return heldout_text(), "the packaged test bed's held-out Python source (pass --calib for your own text)"
 
 
-def _rtn(bits: int, group_size: int):
-    """Round-to-nearest weight-only config: the int4 kernels' config at 4 bits with groups, else intx."""
+def _rtn(bits: int, group_size: int, integer_zero: bool = False):
+    """Round-to-nearest weight-only config: the int4 kernels' config at 4 bits with groups (an integer zero
+    point when ``integer_zero``, which the GPTQ / AutoRound formats need), else intx."""
+    from torchao.qtensor import ZeroPointDomain
     from torchao.quantization import int4_weight_only, intx_weight_only
 
     group = None if group_size == -1 else group_size
-    return int4_weight_only(group_size=group) if bits == 4 and group else intx_weight_only(bits, group)
+    if bits == 4 and group:
+        return int4_weight_only(group_size=group,
+                                zero_point_domain=ZeroPointDomain.INT if integer_zero else ZeroPointDomain.FLOAT)
+    return intx_weight_only(bits, group)
 
 
 def _config(args, calib: Optional[str], tokenizer):
@@ -102,7 +107,7 @@ def _config(args, calib: Optional[str], tokenizer):
     half = calib[: len(calib) // 2] if calib else None
     return {
         "int8wo": lambda: int8_weight_only(),
-        "int4wo": lambda: _rtn(args.bits, args.group_size),
+        "int4wo": lambda: _rtn(args.bits, args.group_size, integer_zero=args.format != "torchao"),
         "int8dq": lambda: int8_dynamic_activation_int8_weight(),
         "gptq": lambda: gptq([half], bits=args.bits, group_size=args.group_size, tokenizer=tokenizer, seqlen=args.seqlen,
                              n_samples=args.n_samples),
@@ -122,6 +127,7 @@ def quantize_command(args) -> int:
     from torchao.quant_api.evaluation import perplexity
     from torchao.quant_api.calibration import CalibrationError
     from torchao.quant_api.configs import UnsupportedWeight
+    from torchao.io.gptq_format import UnsupportedExport
     from torchao.utils import weight_bytes
 
     _check_arguments(args)
@@ -140,14 +146,18 @@ def quantize_command(args) -> int:
         try:
             torchao.quantize_(model, _config(args, calib, tokenizer), filter_fn=layers, strict=not args.allow_partial)
             if args.method in CALIBRATED and args.include_lm_head:  # outside the blocks: round to nearest
-                torchao.quantize_(model, _rtn(args.bits, args.group_size), filter_fn=lambda m, fqn: fqn.endswith("lm_head"),
+                torchao.quantize_(model, _rtn(args.bits, args.group_size, integer_zero=args.format != "torchao"),
+                                  filter_fn=lambda m, fqn: fqn.endswith("lm_head"),
                                   strict=not args.allow_partial)
         except (UnsupportedWeight, CalibrationError) as e:
             raise CLIError(f"{e} (pass --allow-partial to keep such layers in float)") from None
     quantized = sum(isinstance(m.weight, torchao.dtypes.AffineQuantizedTensor)
                     for n, m in model.named_modules() if isinstance(m, torch.nn.Linear))
     total = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
-    torchao.save_quantized(model, args.out, tokenizer=tokenizer)
+    try:
+        torchao.save_quantized(model, args.out, tokenizer=tokenizer, format=args.format)
+    except UnsupportedExport as e:
+        raise CLIError(f"--format {args.format}: {e}") from None
     after_mb = weight_bytes(model) / 2**20
     print(f"saved {args.out} ({args.method}): weights {before_mb:.1f} MB -> {after_mb:.1f} MB "
           f"({after_mb / before_mb:.2f}x); {quantized} of {total} Linear layers quantized, "
@@ -197,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--allow-partial", action="store_true",
                    help="keep layers the method cannot serve (e.g. a group size that does not divide them) in "
                         "float instead of failing")
+    q.add_argument("--format", choices=["torchao", "gptq", "auto_round"], default="torchao",
+                   help="checkpoint layout: torchao (transformers' torchao format, every method), gptq / auto_round "
+                        "(what vLLM, SGLang and auto-round load: integer zero points, one bits / group size)")
     q.add_argument("--out", type=Path, required=True, help="output directory (created; existing files replaced)")
     sub.add_parser("eval", help="benchmarks/eval_quality.py: quality of RTN / HQQ / GPTQ / AutoRound "
                                 "(options pass through; eval --help)", add_help=False)

@@ -126,6 +126,25 @@ class TestCLI(TestCase):
             with torch.no_grad():
                 self.assertEqual(tuple(model(torch.randint(0, 4096, (1, 8))).logits.shape), (1, 8, 4096))
 
+    def test_format_auto_round_and_its_refusal(self):
+        import json
+
+        import torchao
+
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "o"
+            result = cli("quantize", PYLLAMA, "--method", "int4wo", "--group-size", "64", "--format", "auto_round",
+                         "--out", out)
+            self.assertEqual(result.returncode, 0, msg=result.stderr[-2000:])
+            config = json.loads((out / "config.json").read_text())["quantization_config"]
+            self.assertEqual((config["quant_method"], config["bits"], config["group_size"]), ("auto-round", 4, 64))
+            model = torchao.load_quantized(out)
+            self.assertEqual(model.model.layers[0].mlp.up_proj.weight.spec.group_size, 64)
+            result = cli("quantize", PYLLAMA, "--method", "int8dq", "--format", "gptq", "--out", out)
+            self.assertEqual(result.returncode, 2)
+            self.assertIn("error: --format gptq: model.layers.0.self_attn.q_proj.weight (256, 256): the gptq format "
+                          "holds weight-only integer weights", result.stderr)
+
 
 if __name__ == "__main__":
     unittest.main()
