@@ -20,107 +20,51 @@ import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn as nn
 
 from torchao.io.flat_state_dict import CheckpointError
 from torchao.io.int32_packing import pack_int32, unpack_int32
-from torchao.qtensor import AffineQuantizedTensor, ZeroPointDomain
-from torchao.qtensor.primitives import FLOAT8_DTYPES
-from torchao.quant_api.weight_format import IntFormat, quantized_weight
+from torchao.io.integer_codes import (
+    IntegerScheme,
+    UnsupportedExport,
+    integer_codes,
+    quantized_linears,
+    scheme_of_model,
+    weight_from_codes,
+)
 
-__all__ = ["GptqScheme", "FORMAT_BITS", "PACKINGS", "save_gptq", "load_gptq", "packing_of", "UnsupportedExport"]
+__all__ = ["FORMAT_BITS", "PACKINGS", "save_gptq", "load_gptq", "packing_of", "UnsupportedExport"]
 
 #: bit widths the GPTQ / AutoRound layouts define
 FORMAT_BITS = (2, 3, 4, 8)
 _TENSORS = ("qweight", "qzeros", "scales", "g_idx")
 
 
-class UnsupportedExport(ValueError):
-    """A weight cannot be stored in the requested format without changing its values; nothing was written."""
-
-
-@dataclass(frozen=True)
-class GptqScheme:
-    """What config.json's quantization_config says for the whole model."""
-
-    bits: int
-    group_size: int  # -1: one group per row
-    sym: bool
-
-
-def _codes(fqn: str, weight: AffineQuantizedTensor, fmt_name: str) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, GptqScheme]:
-    """(unsigned codes (N, K), integer zero points (N, K/G), scales (N, K/G), scheme) of one weight."""
-    spec = weight.spec
-    where = f"{fqn}.weight {tuple(spec.shape)}"
-    if spec.target_dtype in FLOAT8_DTYPES or spec.act_quant is not None:
-        raise UnsupportedExport(f"{where}: the {fmt_name} format holds weight-only integer weights; this one is "
-                                f"{spec.target_dtype} with activation quantization {spec.act_quant!r}")
-    if spec.zero_point_domain == ZeroPointDomain.FLOAT:
-        raise UnsupportedExport(
-            f"{where}: has a float zero point (ZeroPointDomain.FLOAT), which the {fmt_name} format cannot hold "
-            "without re-rounding; quantize with Int4WeightOnlyConfig(zero_point_domain=ZeroPointDomain.INT) "
-            "(or IntxWeightOnlyConfig, GPTQ, AutoRound), or save as format='gguf' (Q4_1 holds float offsets)")
-    if len(spec.shape) != 2 or spec.transposed or spec.group_size is None:
-        raise UnsupportedExport(f"{where}: the {fmt_name} format holds 2-D weights quantized in groups along K")
-    bits = spec.bits
-    sym = spec.zero_point_domain == ZeroPointDomain.NONE
-    offset = 2 ** (bits - 1) if sym else -spec.quant_min  # to unsigned codes (signed ranges move up)
-    if bits not in FORMAT_BITS or spec.quant_min + offset < 0 or spec.quant_max + offset >= 2**bits:
-        raise UnsupportedExport(f"{where}: {bits}-bit range [{spec.quant_min}, {spec.quant_max}] is not one of the "
-                                f"{fmt_name} format's unsigned {list(FORMAT_BITS)}-bit ranges")
-    int_data, scale, zero_point = weight.get_plain()
-    n, k = spec.shape
-    groups = k // spec.group_size
-    codes = int_data.to(torch.int32) + offset
-    zeros = torch.full((n, groups), offset, dtype=torch.int32) if sym else zero_point.reshape(n, groups).to(torch.int32) + offset
-    group_size = -1 if spec.group_size == k else spec.group_size
-    return codes, zeros, scale.reshape(n, groups), GptqScheme(bits, group_size, sym)
-
-
-def scheme_of_model(model: nn.Module, fmt_name: str) -> GptqScheme:
-    """The one scheme every quantized Linear of ``model`` has (UnsupportedExport naming the layers that
-    differ or cannot be stored)."""
-    schemes: Dict[str, GptqScheme] = {}
-    for fqn, module in model.named_modules():
-        if isinstance(getattr(module, "weight", None), AffineQuantizedTensor):
-            if not isinstance(module, nn.Linear):
-                raise UnsupportedExport(f"{fqn}: a quantized {type(module).__name__}; the {fmt_name} format holds "
-                                        "quantized nn.Linear layers only (leave it in float)")
-            schemes[fqn] = _codes(fqn, module.weight, fmt_name)[3]
-    if not schemes:
-        raise UnsupportedExport(f"the model has no quantized Linear layer to store in the {fmt_name} format")
-    distinct = sorted(set(schemes.values()), key=repr)
-    if len(distinct) > 1:
-        examples = {s: next(f for f, t in schemes.items() if t == s) for s in distinct}
-        raise UnsupportedExport(f"the {fmt_name} format has one bits / group_size / sym for the whole model; this "
-                                f"one mixes {', '.join(f'{s} ({f})' for s, f in examples.items())}")
-    return distinct[0]
-
-
 def export_linear_weights(model: nn.Module, zero_offset: int, with_g_idx: bool, fmt_name: str) -> Dict[str, torch.Tensor]:
     """The state_dict in the layout, quantized weights as qweight / qzeros (z - ``zero_offset``) / scales
     (/ g_idx), everything else as it is (CPU, contiguous)."""
     out: Dict[str, torch.Tensor] = {}
-    quantized = {fqn for fqn, m in model.named_modules() if isinstance(getattr(m, "weight", None), AffineQuantizedTensor)}
+    quantized = quantized_linears(model)
     for name, value in model.state_dict().items():
         fqn, _, attr = name.rpartition(".")
         if fqn in quantized and attr == "weight":
-            codes, zeros, scale, scheme = _codes(fqn, value, fmt_name)
-            out[f"{fqn}.qweight"] = pack_int32(codes.t(), scheme.bits, dim=0)
-            out[f"{fqn}.qzeros"] = pack_int32((zeros - zero_offset).t() & (2**scheme.bits - 1), scheme.bits, dim=1)
-            out[f"{fqn}.scales"] = scale.t().to(torch.float16).contiguous()
+            w = integer_codes(fqn, value, fmt_name, FORMAT_BITS)
+            bits = w.scheme.bits
+            out[f"{fqn}.qweight"] = pack_int32(w.codes.t(), bits, dim=0).cpu()
+            out[f"{fqn}.qzeros"] = pack_int32((w.zeros - zero_offset).t() & (2**bits - 1), bits, dim=1).cpu()
+            out[f"{fqn}.scales"] = w.scale.t().to(torch.float16).contiguous().cpu()
             if with_g_idx:
                 k = value.shape[1]
-                out[f"{fqn}.g_idx"] = torch.arange(k, dtype=torch.int32) // (k // zeros.shape[1])
+                out[f"{fqn}.g_idx"] = torch.arange(k, dtype=torch.int32) // (k // w.zeros.shape[1])
         else:
             out[name] = value.detach().cpu().contiguous()
     return out
 
 
-def import_linear_weights(model: nn.Module, tensors: Dict[str, torch.Tensor], scheme: GptqScheme, packing: "Packing",
+def import_linear_weights(model: nn.Module, tensors: Dict[str, torch.Tensor], scheme: IntegerScheme, packing: "Packing",
                           device: torch.device) -> Dict[str, torch.Tensor]:
     """state_dict entries for ``model`` from a checkpoint in the layout: each qweight / qzeros / scales group
     becomes an AffineQuantizedTensor (integer zero point; the kernel layout for ``device``), other tensors
@@ -128,7 +72,6 @@ def import_linear_weights(model: nn.Module, tensors: Dict[str, torch.Tensor], sc
     out: Dict[str, torch.Tensor] = {}
     modules = dict(model.named_modules())
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    fmt = IntFormat.for_bits(scheme.bits)
     for name, value in tensors.items():
         fqn, _, attr = name.rpartition(".")
         if attr not in _TENSORS:
@@ -164,10 +107,8 @@ def import_linear_weights(model: nn.Module, tensors: Dict[str, torch.Tensor], sc
         if g_idx is not None and not torch.equal(g_idx.to(torch.int64), torch.arange(k) // group):
             raise CheckpointError(f"{fqn}: g_idx assigns input features to groups out of order (GPTQ desc_act); "
                                   "only contiguous groups are supported")
-        shift = -fmt.quant_min if fmt.quant_min < 0 else 0  # 8 bits: the signed int8 range of the int8 kernels
-        out[f"{fqn}.weight"] = quantized_weight(
-            (codes - shift).to(fmt.storage_dtype).to(device), scales.to(dtype).contiguous().to(device),
-            (zeros - shift).to(torch.float32).to(device), fmt, group, dtype)
+        asym = IntegerScheme(scheme.bits, scheme.group_size, sym=False)  # symmetric ones carry z = 2^(b-1) too
+        out[f"{fqn}.weight"] = weight_from_codes(codes, zeros, scales, asym, dtype, device)
     return out
 
 
@@ -178,7 +119,7 @@ class Packing:
     name: str
     zero_offset: int  # stored qzeros = z - zero_offset
     with_g_idx: bool
-    quantization_config: Callable[[GptqScheme], dict]
+    quantization_config: Callable[[IntegerScheme], dict]
     awq: bool = False  # read only: AutoAWQ's qweight (K, N*b/32), packed along N in AWQ's interleaved order
 
 
@@ -225,7 +166,7 @@ def save_gptq(model: nn.Module, directory: Path, packing: Packing) -> None:
     """Write ``model`` (its quantized Linear layers, one scheme) as model.safetensors + config.json."""
     from safetensors.torch import save_file
 
-    scheme = scheme_of_model(model, packing.name)
+    scheme = scheme_of_model(model, packing.name, FORMAT_BITS)
     tensors = export_linear_weights(model, packing.zero_offset, packing.with_g_idx, packing.name)
     save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
     if hasattr(model, "config") and hasattr(model.config, "save_pretrained"):
@@ -247,5 +188,5 @@ def load_gptq(model: nn.Module, tensors: Dict[str, torch.Tensor], quantization_c
         raise CheckpointError(f"quantization_config: bits / group_size missing or malformed ({e})") from None
     if bits not in FORMAT_BITS:
         raise CheckpointError(f"quantization_config: {bits} bits; the {packing.name} layout is read for {list(FORMAT_BITS)}")
-    scheme = GptqScheme(bits, group_size, bool(quantization_config.get("sym", False)))
+    scheme = IntegerScheme(bits, group_size, bool(quantization_config.get("sym", False)))
     return import_linear_weights(model, tensors, scheme, packing, device)

@@ -80,15 +80,17 @@ def quantized_weight(
     group_size: int,
     dtype: torch.dtype,
     layout: Optional[str] = None,
+    act_quant: Optional[str] = None,
 ) -> AffineQuantizedTensor:
     """An (N, K) AffineQuantizedTensor from integers computed elsewhere, in ``layout`` or else the fastest
     layout for the device (the CPU int4 kernel / the packed Triton layout for <= 4 bits, plain otherwise).
 
-    zero_point: integers (any dtype) for asymmetric formats, None for symmetric ones."""
+    zero_point: integers (any dtype) for asymmetric formats, None for symmetric ones; act_quant: a dynamic
+    activation quantizer's name (None: weight-only)."""
     domain = fmt.zero_point_domain
     zp = None if fmt.sym else zero_point.round().to(torch.int32)
     spec = QuantSpec.of(int_data.shape, dtype, (1, group_size), fmt.target_dtype, fmt.quant_min, fmt.quant_max,
-                        domain, "plain")
+                        domain, "plain", act_quant)
     if layout is None:
         fallback = "int4_packed" if can_hold("int4_packed", spec, int_data.device) else "plain"
         layout = best_layout(spec, int_data.device, fallback) if fmt.bits <= 4 else "plain"
