@@ -207,9 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--allow-partial", action="store_true",
                    help="keep layers the method cannot serve (e.g. a group size that does not divide them) in "
                         "float instead of failing")
-    q.add_argument("--format", choices=["torchao", "gptq", "auto_round"], default="torchao",
-                   help="checkpoint layout: torchao (transformers' torchao format, every method), gptq / auto_round "
-                        "(what vLLM, SGLang and auto-round load: integer zero points, one bits / group size)")
+    q.add_argument("--format", choices=["torchao", "gptq", "auto_round", "compressed_tensors"], default="torchao",
+                   help="checkpoint layout: torchao (transformers' torchao format, every method), gptq / auto_round / "
+                        "compressed_tensors (what vLLM, SGLang and auto-round load: integer zero points, one bits / "
+                        "group size for the model)")
     q.add_argument("--out", type=Path, required=True, help="output directory (created; existing files replaced)")
     sub.add_parser("eval", help="benchmarks/eval_quality.py: quality of RTN / HQQ / GPTQ / AutoRound "
                                 "(options pass through; eval --help)", add_help=False)

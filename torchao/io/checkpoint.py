@@ -30,6 +30,11 @@ from torchao.io.flat_state_dict import (
     is_metadata_torchao,
     unflatten_tensor_state_dict,
 )
+from torchao.io.compressed_tensors_format import (
+    is_compressed_tensors_config,
+    load_compressed_tensors,
+    save_compressed_tensors,
+)
 from torchao.io.gptq_format import PACKINGS, load_gptq, packing_of, save_gptq
 from torchao.qtensor import AffineQuantizedTensor
 from torchao.quant_api.transformers_link import is_transformers_model, mark_transformers_model
@@ -44,8 +49,9 @@ def save_quantized(model: nn.Module, directory: Union[str, Path], tokenizer=None
     """Write the model's weights (quantized or not) and their quantization metadata to ``directory``.
 
     format: ``"torchao"`` (every config and layout; a transformers model through ``save_pretrained``, see the
-    module docstring), ``"gptq"`` / ``"auto_round"`` (the layouts serving engines load; torchao.io.gptq_format
-    says what they can hold and refuses the rest, naming the layer, before writing anything)."""
+    module docstring), ``"gptq"`` / ``"auto_round"`` / ``"compressed_tensors"`` (the layouts serving engines
+    load; torchao.io.gptq_format and compressed_tensors_format say what they can hold and refuse the rest,
+    naming the layer, before writing anything)."""
     if format not in SAVERS:
         raise ValueError(f"save_quantized: unknown format {format!r} (formats: {sorted(SAVERS)})")
     directory = Path(directory)
@@ -117,8 +123,18 @@ def _read(directory: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
     return tensors, metadata
 
 
+#: (does a config.json quantization_config name this format, reader(model, tensors, config, device))
+ENGINE_READERS = ((lambda config: packing_of(config) is not None, load_gptq),
+                  (is_compressed_tensors_config, load_compressed_tensors))
+
+
+def _engine_reader(config: dict):
+    return next((reader for names, reader in ENGINE_READERS if names(config)), None)
+
+
 def _engine_quantization_config(directory: Path) -> Optional[dict]:
-    """config.json's quantization_config when it names a GPTQ / AutoRound checkpoint, else None."""
+    """config.json's quantization_config when it names a GPTQ / AutoRound / compressed-tensors checkpoint,
+    else None."""
     for name in ("config.json", "quantization_config.json"):
         path = directory / name
         if path.exists():
@@ -127,7 +143,7 @@ def _engine_quantization_config(directory: Path) -> Optional[dict]:
             except json.JSONDecodeError as e:
                 raise CheckpointError(f"{path} is not valid JSON: {e}") from e
             config = data.get("quantization_config", data) if name == "config.json" else data
-            if isinstance(config, dict) and packing_of(config) is not None:
+            if isinstance(config, dict) and _engine_reader(config) is not None:
                 return config
     return None
 
@@ -159,7 +175,7 @@ def load_quantized(model_or_dir: Union[nn.Module, str, Path], directory: Optiona
     tensors, metadata = _read(directory)
     engine_config = _engine_quantization_config(directory)
     if engine_config is not None:
-        new, aliases = load_gptq(model, tensors, engine_config, device), {}
+        new, aliases = _engine_reader(engine_config)(model, tensors, engine_config, device), {}
     else:
         new, aliases = _torchao_entries(directory, tensors, metadata, device)
     current = model.state_dict(keep_vars=True)
@@ -207,7 +223,8 @@ def _assign(model: nn.Module, new: Dict[str, torch.Tensor]) -> None:
 
 
 #: format name -> writer(model, directory)
-SAVERS = {"torchao": _save_torchao, **{name: (lambda model, d, p=p: save_gptq(model, d, p)) for name, p in PACKINGS.items()}}
+SAVERS = {"torchao": _save_torchao, "compressed_tensors": save_compressed_tensors,
+          **{name: (lambda model, d, p=p: save_gptq(model, d, p)) for name, p in PACKINGS.items()}}
 
 
 def _model_from_config(directory: Path) -> nn.Module:
