@@ -35,6 +35,7 @@ from torchao.io.compressed_tensors_format import (
     load_compressed_tensors,
     save_compressed_tensors,
 )
+from torchao.io.gguf_format import save_gguf
 from torchao.io.gptq_format import PACKINGS, load_gptq, packing_of, save_gptq
 from torchao.qtensor import AffineQuantizedTensor
 from torchao.quant_api.transformers_link import is_transformers_model, mark_transformers_model
@@ -50,13 +51,14 @@ def save_quantized(model: nn.Module, directory: Union[str, Path], tokenizer=None
 
     format: ``"torchao"`` (every config and layout; a transformers model through ``save_pretrained``, see the
     module docstring), ``"gptq"`` / ``"auto_round"`` / ``"compressed_tensors"`` (the layouts serving engines
-    load; torchao.io.gptq_format and compressed_tensors_format say what they can hold and refuse the rest,
-    naming the layer, before writing anything)."""
+    load), ``"gguf"`` (``model.gguf`` for llama.cpp; pass the tokenizer). torchao.io.gptq_format,
+    compressed_tensors_format and gguf_format say what each can hold; the rest is refused, naming the layer,
+    before anything is written."""
     if format not in SAVERS:
         raise ValueError(f"save_quantized: unknown format {format!r} (formats: {sorted(SAVERS)})")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    SAVERS[format](model, directory)
+    SAVERS[format](model, directory, tokenizer)
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
     for path in directory.glob("*.safetensors"):
@@ -64,7 +66,7 @@ def save_quantized(model: nn.Module, directory: Union[str, Path], tokenizer=None
     return directory
 
 
-def _save_torchao(model: nn.Module, directory: Path) -> None:
+def _save_torchao(model: nn.Module, directory: Path, tokenizer=None) -> None:
     if is_transformers_model(model):
         mark_transformers_model(model)
         model.save_pretrained(directory)
@@ -222,9 +224,9 @@ def _assign(model: nn.Module, new: Dict[str, torch.Tensor]) -> None:
             owner._buffers[attr] = value
 
 
-#: format name -> writer(model, directory)
-SAVERS = {"torchao": _save_torchao, "compressed_tensors": save_compressed_tensors,
-          **{name: (lambda model, d, p=p: save_gptq(model, d, p)) for name, p in PACKINGS.items()}}
+#: format name -> writer(model, directory, tokenizer)
+SAVERS = {"torchao": _save_torchao, "compressed_tensors": lambda model, d, tokenizer: save_compressed_tensors(model, d),
+          "gguf": save_gguf, **{name: (lambda model, d, tokenizer, p=p: save_gptq(model, d, p)) for name, p in PACKINGS.items()}}
 
 
 def _model_from_config(directory: Path) -> nn.Module:
