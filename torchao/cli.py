@@ -24,8 +24,19 @@ from typing import List, Optional
 
 import torch
 
-METHODS = ["int8wo", "int4wo", "int8dq", "gptq", "autoround", "autoquant"]
+METHODS = ["int8wo", "int4wo", "int8dq", "q4_0", "gptq", "autoround", "autoquant"]
 CALIBRATED = ("gptq", "autoround")
+#: how to load what each --format wrote
+LOAD_HINTS = {
+    "torchao": "load it with: torchao.load_quantized('{out}') or transformers.AutoModelForCausalLM.from_pretrained('{out}')",
+    "gguf": "run it with llama.cpp: llama-cli -m {out}/model.gguf (or llama_cpp.Llama('{out}/model.gguf'))",
+    **{name: "load it with: torchao.load_quantized('{out}'), vllm serve {out}, or from_pretrained('{out}') with "
+             + reader for name, reader in (("gptq", "gptqmodel"), ("auto_round", "auto-round"),
+                                           ("compressed_tensors", "compressed-tensors"))},
+}
+#: checkpoint formats that store integer zero points (int4wo quantizes with one for them; GGUF's Q4_1 takes a
+#: float offset)
+INTEGER_ZERO_FORMATS = ("gptq", "auto_round", "compressed_tensors")
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -102,13 +113,14 @@ def _rtn(bits: int, group_size: int, integer_zero: bool = False):
 
 
 def _config(args, calib: Optional[str], tokenizer):
-    from torchao.quantization import autoround, gptq, int8_dynamic_activation_int8_weight, int8_weight_only
+    from torchao.quantization import Q4_0Config, autoround, gptq, int8_dynamic_activation_int8_weight, int8_weight_only
 
     half = calib[: len(calib) // 2] if calib else None
     return {
         "int8wo": lambda: int8_weight_only(),
-        "int4wo": lambda: _rtn(args.bits, args.group_size, integer_zero=args.format != "torchao"),
+        "int4wo": lambda: _rtn(args.bits, args.group_size, integer_zero=args.format in INTEGER_ZERO_FORMATS),
         "int8dq": lambda: int8_dynamic_activation_int8_weight(),
+        "q4_0": lambda: Q4_0Config(),
         "gptq": lambda: gptq([half], bits=args.bits, group_size=args.group_size, tokenizer=tokenizer, seqlen=args.seqlen,
                              n_samples=args.n_samples),
         "autoround": lambda: autoround([half], bits=args.bits, group_size=args.group_size, tokenizer=tokenizer,
@@ -146,7 +158,7 @@ def quantize_command(args) -> int:
         try:
             torchao.quantize_(model, _config(args, calib, tokenizer), filter_fn=layers, strict=not args.allow_partial)
             if args.method in CALIBRATED and args.include_lm_head:  # outside the blocks: round to nearest
-                torchao.quantize_(model, _rtn(args.bits, args.group_size, integer_zero=args.format != "torchao"),
+                torchao.quantize_(model, _rtn(args.bits, args.group_size, integer_zero=args.format in INTEGER_ZERO_FORMATS),
                                   filter_fn=lambda m, fqn: fqn.endswith("lm_head"),
                                   strict=not args.allow_partial)
         except (UnsupportedWeight, CalibrationError) as e:
@@ -164,8 +176,7 @@ def quantize_command(args) -> int:
           f"lm_head {'quantized' if args.include_lm_head else 'kept in float'}")
     if ppl_before is not None:
         print(f"perplexity on {check_source}: {ppl_before:.3f} -> {check(model):.3f}")
-    print(f"load it with: torchao.load_quantized({str(args.out)!r}) or "
-          f"transformers.AutoModelForCausalLM.from_pretrained({str(args.out)!r})")
+    print(LOAD_HINTS[args.format].format(out=str(args.out)))
     return 0
 
 
@@ -192,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "tokenizer) of a *ForCausalLM model")
     q.add_argument("--method", choices=METHODS, required=True,
                    help="int8wo / int4wo: round-to-nearest weight-only; int8dq: int8 weights and dynamic int8 "
-                        "activations; gptq / autoround: calibrated (need --calib); autoquant: fastest per layer")
+                        "activations; q4_0: GGUF's Q4_0 (4-bit symmetric, blocks of 32, float16 scales; exact in "
+                        "--format gguf); gptq / autoround: calibrated (need --calib); autoquant: fastest per layer")
     q.add_argument("--bits", type=int, default=4, help="weight bits for int4wo (1-8), gptq and autoround (2, 3, 4, 8)")
     q.add_argument("--group-size", type=int, default=128,
                    help="weights per scale / zero point along the input dimension (-1: one group per row); "
