@@ -41,6 +41,14 @@ class TestTutorials(TestCase):
         self.assertIn("reloaded logits bit-identical: True; compiled: True", out)
         self.assertIn("reloaded bit-identical: True", out.split("mixed int4 MLP")[1])
 
+    def test_serve_elsewhere(self):
+        out = self.run_tutorial("serve_elsewhere.py")
+        for fmt in ("auto_round", "gptq", "compressed_tensors"):
+            self.assertRegex(out, rf"{fmt} +[\d.]+ MB; torchao.load_quantized: logits identical True")
+        self.assertIn("our weights exactly: True", out.split("compressed-tensors'")[1])
+        self.assertIn("our weights exactly: True", out.split("gguf's reader")[1])
+        self.assertRegex(out, r"auto-round's loader \(auto_round_extension[\w.]*\): argmax agreement 0\.9[89]")
+
 
 if __name__ == "__main__":
     unittest.main()
