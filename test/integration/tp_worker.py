@@ -1,0 +1,97 @@
+"""Run by test_tensor_parallel.py under torchrun (2 processes, gloo): each case's sharded output against the
+unsharded quantized output, written by rank 0 as JSON to argv[1]."""
+
+import json
+import sys
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
+from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+from torchao.dtypes import AffineQuantizedTensor
+from torchao.quant_api.registry import Q4_0Config
+from torchao.quantization import (
+    Int4WeightOnlyConfig,
+    Int8DynamicActivationInt8WeightConfig,
+    Int8WeightOnlyConfig,
+    IntxWeightOnlyConfig,
+    quantize_,
+)
+
+CONFIGS = {
+    "int8wo": Int8WeightOnlyConfig(),
+    "int4wo-g32": Int4WeightOnlyConfig(32),
+    "int8dq": Int8DynamicActivationInt8WeightConfig(),
+    "q4_0": Q4_0Config(),
+    "w6-g32": IntxWeightOnlyConfig(6, 32),
+}
+PLAN = {"up": ColwiseParallel(), "down": RowwiseParallel()}
+
+
+class MLP(nn.Module):
+    def __init__(self, k=128, hidden=256):
+        super().__init__()
+        torch.manual_seed(0)
+        self.up = nn.Linear(k, hidden, bias=False).to(torch.bfloat16)
+        self.down = nn.Linear(hidden, k, bias=False).to(torch.bfloat16)
+
+    def forward(self, x):
+        return self.down(torch.relu(self.up(x)))
+
+
+def full(t):
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def relative(a, b):
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+def main(out_path):
+    dist.init_process_group("gloo")
+    mesh = init_device_mesh("cpu", (2,))
+    x = torch.randn(5, 128, dtype=torch.bfloat16, generator=torch.Generator().manual_seed(1))
+    results = {}
+    for name, config in CONFIGS.items():
+        reference = MLP()
+        quantize_(reference, config)
+        with torch.no_grad():
+            expected, expected_up = reference(x), reference.up(x)
+        for order in ("quantize-then-parallelize", "parallelize-then-quantize"):
+            model = MLP()
+            if order.startswith("quantize"):
+                quantize_(model, config)
+                parallelize_module(model, mesh, PLAN)
+            else:
+                parallelize_module(model, mesh, PLAN)
+                quantize_(model, config)
+            local = model.up.weight.to_local()
+            with torch.no_grad():
+                out, up = full(model(x)), model.up(x)  # ColwiseParallel hands back this rank's columns
+            rank, width = dist.get_rank(), up.shape[-1]
+            results[f"{name} {order}"] = {
+                "local_type": type(local).__name__, "local_shape": list(local.shape),
+                "up_exact": bool(torch.equal(up, expected_up[:, rank * width:(rank + 1) * width])),
+                "relative": relative(out, expected)}
+    # Replicate: a broadcast of the inner tensors
+    weight = Int4WeightOnlyConfig(32)(MLP().up.weight.detach())
+    replicated = distribute_tensor(weight, mesh, [Replicate()]).to_local()
+    results["replicate"] = {"exact": bool(torch.equal(replicated.dequantize(), weight.dequantize()))}
+    # a shard boundary inside a quantization group is refused, naming the blocks
+    try:
+        distribute_tensor(Int4WeightOnlyConfig(64)(torch.randn(32, 192, dtype=torch.bfloat16)), mesh, [Shard(1)])
+        results["cut_group"] = "no error"
+    except NotImplementedError as e:
+        results["cut_group"] = str(e)
+    if dist.get_rank() == 0:
+        with open(out_path, "w") as f:
+            json.dump(results, f)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
