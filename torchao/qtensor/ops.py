@@ -322,3 +322,8 @@ def _collective(func, types, args, kwargs):
 
 if torch.distributed.is_available():
     implements(*(getattr(torch.ops.c10d, op).default for op in ("broadcast_", "scatter_", "allgather_")))(_collective)
+
+
+@implements(aten.is_pinned.default)
+def _is_pinned(func, types, args, kwargs):
+    return all(t.is_pinned() for t in args[0].inner_tensors().values())
