@@ -84,7 +84,9 @@ def quantized_linear(x: torch.Tensor, weight: AffineQuantizedTensor, bias: Optio
     if kernel is None:
         out = _dequantize_linear(x, weight)
     else:
-        out = kernel.run(x.reshape(-1, x.shape[-1]), weight).reshape(*x.shape[:-1], weight.shape[0])
+        # the kernels read dense rows: a strided input (e.g. a column slice) is made contiguous first
+        rows = x.reshape(-1, x.shape[-1]).contiguous()
+        out = kernel.run(rows, weight).reshape(*x.shape[:-1], weight.shape[0])
     return out if bias is None else out + bias.to(out.dtype)
 
 
