@@ -21,6 +21,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def load_resharded(checkpoint):
+    """Load the 2-process checkpoint into one unsharded int8 model. Resharding means writing saved pieces into
+    slices of our tensors, and a slice that had to be repacked is a copy: that load must be refused, never
+    silently leave the model's weights as they were."""
+    import torch
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    sys.path.insert(0, str(WORKER.parent))
+    from tp_worker import MLP
+
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+    reference, target = MLP(), MLP()
+    quantize_(reference, Int8WeightOnlyConfig())
+    with torch.no_grad():
+        target.up.weight.mul_(-1)
+        target.down.weight.mul_(-1)
+    quantize_(target, Int8WeightOnlyConfig())
+    state = target.state_dict()
+    try:
+        dcp.load(state, checkpoint_id=checkpoint, no_dist=True)
+    except (RuntimeError, CheckpointException) as e:  # DCP wraps the reader's error (a BaseException)
+        return {"refused": str(e)}
+    return {"equal": all(torch.equal(state[k].dequantize(), v.dequantize()) for k, v in reference.state_dict().items())}
+
+
 class TestTensorParallel(TestCase):
     @classmethod
     def setUpClass(cls):
@@ -32,6 +59,7 @@ class TestTensorParallel(TestCase):
             if run.returncode != 0:
                 raise AssertionError(f"the 2-process run failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
             cls.results = json.loads(out.read_text())
+            cls.dcp_results = load_resharded(str(out) + ".dcp")
 
     def cases(self):
         return {k: v for k, v in self.results.items() if " " in k}
@@ -58,6 +86,12 @@ class TestTensorParallel(TestCase):
         self.assertTrue(self.results["replicate"]["exact"])
         self.assertEqual(self.results["cut_group"], "slice of dim 1 [0:96:1] does not align with block_size (1, 64) "
                                                     "of a quantized tensor of shape (32, 192)")
+
+    def test_checkpoint_resharded_to_one_process_is_never_silently_wrong(self):
+        if "refused" in self.dcp_results:
+            self.assertIn("copy_ into a slice of a quantized tensor would not reach the tensor", self.dcp_results["refused"])
+        else:
+            self.assertTrue(self.dcp_results["equal"])
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
 from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
-from torchao.dtypes import AffineQuantizedTensor
 from torchao.quant_api.registry import Q4_0Config
 from torchao.quantization import (
     Int4WeightOnlyConfig,
@@ -86,6 +85,13 @@ def main(out_path):
         results["cut_group"] = "no error"
     except NotImplementedError as e:
         results["cut_group"] = str(e)
+    # torch.distributed.checkpoint of a sharded quantized model (test_tensor_parallel loads it in 1 process)
+    import torch.distributed.checkpoint as dcp
+
+    model = MLP()
+    quantize_(model, Int8WeightOnlyConfig())
+    parallelize_module(model, mesh, PLAN)
+    dcp.save(model.state_dict(), checkpoint_id=out_path + ".dcp")
     if dist.get_rank() == 0:
         with open(out_path, "w") as f:
             json.dump(results, f)

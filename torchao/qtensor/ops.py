@@ -98,7 +98,10 @@ def _conv(func, types, args, kwargs):
 
 @implements(aten.detach.default, aten.alias.default)
 def _detach(func, types, args, kwargs):
-    return args[0].with_tensors(func)
+    out = args[0].with_tensors(func)
+    if getattr(args[0], "_copy_of_a_slice", False):  # an alias of such a slice does not write through either
+        out._copy_of_a_slice = True
+    return out
 
 
 @implements(aten.clone.default)
@@ -148,6 +151,12 @@ def _to_copy(func, types, args, kwargs):
 @implements(aten.copy_.default)
 def _copy_(func, types, args, kwargs):
     dst, src = args[0], args[1]
+    if getattr(dst, "_copy_of_a_slice", False):
+        raise RuntimeError(
+            "copy_ into a slice of a quantized tensor would not reach the tensor it was sliced from (this slice "
+            "had to be repacked, so it is a copy): copy whole tensors, e.g. load an unsharded checkpoint, or "
+            "reshard before quantizing"
+        )
     if not (_is_aqt(dst) and _is_aqt(src)):
         raise NotImplementedError(
             "copy_ between a quantized and a float tensor is not supported: quantize the source with the same "
@@ -230,8 +239,20 @@ def _slice(func, types, args, kwargs):
 
     new_block = list(s.block_size)
     new_block[dim] = min(block, end - start)
-    return _rebuild(w, int_data.narrow(dim, start, end - start), slice_qparams(scale),
-                    slice_qparams(zero_point), tuple(new_block))
+    out = _rebuild(w, int_data.narrow(dim, start, end - start), slice_qparams(scale),
+                   slice_qparams(zero_point), tuple(new_block))
+    if not torch.compiler.is_compiling() and not _shares_storage(out, w):
+        out._copy_of_a_slice = True  # writing into it would not reach ``w`` (see _copy_)
+    return out
+
+
+def _shares_storage(part: AffineQuantizedTensor, whole: AffineQuantizedTensor) -> bool:
+    """Whether every inner tensor of ``part`` is a view into one of ``whole`` (a slice that writes through)."""
+    try:
+        pointers = {t.untyped_storage().data_ptr() for t in whole.inner_tensors().values()}
+        return all(t.untyped_storage().data_ptr() in pointers for t in part.inner_tensors().values())
+    except (RuntimeError, NotImplementedError):  # tensors without storage
+        return True
 
 
 # ---- split and cat (tensor parallelism shards weights with these) ---------------------------------
