@@ -87,6 +87,9 @@ class TestTensorParallel(TestCase):
         self.assertEqual(self.results["cut_group"], "slice of dim 1 [0:96:1] does not align with block_size (1, 64) "
                                                     "of a quantized tensor of shape (32, 192)")
 
+    def test_compiled(self):
+        self.assertLess(self.results["compiled"], 1e-3)
+
     def test_checkpoint_resharded_to_one_process_is_never_silently_wrong(self):
         if "refused" in self.dcp_results:
             self.assertIn("copy_ into a slice of a quantized tensor would not reach the tensor", self.dcp_results["refused"])

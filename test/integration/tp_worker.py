@@ -92,6 +92,13 @@ def main(out_path):
     quantize_(model, Int8WeightOnlyConfig())
     parallelize_module(model, mesh, PLAN)
     dcp.save(model.state_dict(), checkpoint_id=out_path + ".dcp")
+    # torch.compile of an int4 model sharded both ways (the only compile in this process: torch 2.13's
+    # AOTAutogradCache does not key on the format of a DTensor's quantized local tensor, see the README)
+    model = MLP()
+    quantize_(model, Int4WeightOnlyConfig(32))
+    parallelize_module(model, mesh, PLAN)
+    with torch.no_grad():
+        results["compiled"] = relative(full(torch.compile(model)(x)), full(model(x)))
     if dist.get_rank() == 0:
         with open(out_path, "w") as f:
             json.dump(results, f)
