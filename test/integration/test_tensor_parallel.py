@@ -62,7 +62,7 @@ class TestTensorParallel(TestCase):
             cls.dcp_results = load_resharded(str(out) + ".dcp")
 
     def cases(self):
-        return {k: v for k, v in self.results.items() if " " in k}
+        return {k: v for k, v in self.results.items() if " " in k and not k.startswith("llama")}
 
     def test_every_config_in_both_orders(self):
         self.assertEqual(len(self.cases()), 10)
@@ -86,6 +86,15 @@ class TestTensorParallel(TestCase):
         self.assertTrue(self.results["replicate"]["exact"])
         self.assertEqual(self.results["cut_group"], "slice of dim 1 [0:96:1] does not align with block_size (1, 64) "
                                                     "of a quantized tensor of shape (32, 192)")
+
+    def test_testbed_llama(self):
+        """The test-bed Llama with int4 / int8 projections sharded over 2 ranks: the same greedy tokens, every
+        next-token argmax the same, logits within 1% (bf16 partial sums of o_proj / down_proj)."""
+        for name in ("llama int4wo-g64", "llama int8wo"):
+            result = self.results[name]
+            self.assertTrue(result["same_tokens"], msg=name)
+            self.assertEqual(result["argmax"], 1.0, msg=name)
+            self.assertLess(result["relative"], 0.01, msg=name)
 
     def test_compiled(self):
         self.assertLess(self.results["compiled"], 1e-3)

@@ -28,6 +28,11 @@ CONFIGS = {
     "w6-g32": IntxWeightOnlyConfig(6, 32),
 }
 PLAN = {"up": ColwiseParallel(), "down": RowwiseParallel()}
+#: Megatron-style plan for the test-bed Llama's 4 blocks
+LLAMA_PLAN = {f"model.layers.{i}.{name}": style() for i in range(4) for name, style in (
+    ("self_attn.q_proj", ColwiseParallel), ("self_attn.k_proj", ColwiseParallel), ("self_attn.v_proj", ColwiseParallel),
+    ("self_attn.o_proj", RowwiseParallel), ("mlp.gate_proj", ColwiseParallel), ("mlp.up_proj", ColwiseParallel),
+    ("mlp.down_proj", RowwiseParallel))}
 
 
 class MLP(nn.Module):
@@ -92,6 +97,23 @@ def main(out_path):
     quantize_(model, Int8WeightOnlyConfig())
     parallelize_module(model, mesh, PLAN)
     dcp.save(model.state_dict(), checkpoint_id=out_path + ".dcp")
+    # the test-bed Llama, its attention and MLP projections sharded (heads split across the 2 ranks)
+    from transformers import AutoModelForCausalLM
+
+    from torchao.testbed import model_dir
+
+    ids = torch.randint(0, 4096, (1, 24), generator=torch.Generator().manual_seed(0))
+    for name, config in (("int4wo-g64", Int4WeightOnlyConfig(64)), ("int8wo", Int8WeightOnlyConfig())):
+        reference, llama = (AutoModelForCausalLM.from_pretrained(model_dir()) for _ in range(2))
+        for model in (reference, llama):
+            quantize_(model, config, filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and fqn != "lm_head")
+        parallelize_module(llama, mesh, LLAMA_PLAN)
+        with torch.no_grad():
+            a, b = reference(ids).logits, llama(ids).logits
+            same_tokens = torch.equal(reference.generate(ids, max_new_tokens=8, do_sample=False),
+                                      llama.generate(ids, max_new_tokens=8, do_sample=False))
+        results[f"llama {name}"] = {"relative": relative(b, a), "same_tokens": same_tokens,
+                                    "argmax": (a.argmax(-1) == b.argmax(-1)).float().mean().item()}
     # torch.compile of an int4 model sharded both ways (the only compile in this process: torch 2.13's
     # AOTAutogradCache does not key on the format of a DTensor's quantized local tensor, see the README)
     model = MLP()
