@@ -22,9 +22,10 @@ piece (shapes, dtypes, value range, checksums) before it returns, raising Checkp
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -183,22 +184,47 @@ def is_metadata_torchao(metadata: Optional[Dict[str, str]]) -> bool:
     newer format version, or names a tensor type this package does not build (e.g. another library's)."""
     if not isinstance(metadata, dict) or NAMES_KEY not in metadata:
         return False
+    _parsed(metadata)
+    return True
+
+
+@dataclass(frozen=True)
+class _Index:
+    """A torchao metadata, parsed and validated: entries by name, stored key -> (name, inner tensor or None),
+    and the checksums."""
+
+    entries: Dict[str, dict]
+    stored: Dict[str, Tuple[str, Optional[str]]]
+    digests: Dict[str, str]
+
+
+def _parsed(metadata: Dict[str, str]) -> _Index:
+    """The metadata parsed once per distinct content: transformers unflattens a checkpoint one layer at a time
+    with the same metadata, which would otherwise be parsed again for every layer (quadratic in layers)."""
+    return _parse(tuple(metadata.items()))
+
+
+@functools.lru_cache(maxsize=8)
+def _parse(items: Tuple[Tuple[str, str], ...]) -> _Index:
+    metadata = dict(items)
     version = metadata.get(FORMAT_KEY, str(FORMAT_VERSION))
     if version != str(FORMAT_VERSION):
         raise CheckpointError(f"torchao metadata: format version {version!r}; this torchao reads {FORMAT_VERSION}")
+    entries = {}
     for name in tensor_names(metadata):
-        entry = _json(metadata, name, dict, name)
-        if entry.get("_type") not in TENSOR_TYPES:
-            raise CheckpointError(f"{name}: unknown tensor type {entry.get('_type')!r} in the checkpoint metadata "
-                                  f"(this torchao builds only {list(TENSOR_TYPES)}; nothing is imported from a file)")
-    return True
+        entries[name] = _json(metadata, name, dict, name)
+        if entries[name].get("_type") not in TENSOR_TYPES:
+            raise CheckpointError(f"{name}: unknown tensor type {entries[name].get('_type')!r} in the checkpoint "
+                                  f"metadata (this torchao builds only {list(TENSOR_TYPES)}; nothing is imported "
+                                  "from a file)")
+    return _Index(entries, _stored_keys(entries), _json(metadata, CHECKSUMS_KEY, dict, "torchao metadata"))
 
 
 class _Checksums:
     """The checksums entry, checked against each tensor and metadata entry as it is read."""
 
-    def __init__(self, metadata: Dict[str, str]):
-        self.digests = _json(metadata, CHECKSUMS_KEY, dict, "torchao metadata")
+    def __init__(self, digests: Dict[str, str]):
+        self.digests = digests
 
     def check_tensor(self, key: str, t: torch.Tensor, name: str) -> None:
         if key not in self.digests:
@@ -279,9 +305,8 @@ def unflatten_tensor_state_dict(tensors: Dict[str, torch.Tensor], metadata: Dict
     if not is_metadata_torchao(metadata):
         raise CheckpointError("the safetensors metadata is not torchao's (no 'tensor_names' entry): the file was "
                               "not written by flatten_tensor_state_dict / save_quantized")
-    entries = {name: _json(metadata, name, dict, name) for name in tensor_names(metadata)}
-    stored = _stored_keys(entries)
-    checksums = _Checksums(metadata)
+    index = _parsed(metadata)
+    entries, stored, checksums = index.entries, index.stored, _Checksums(index.digests)
     pieces: Dict[str, Tuple[str, Dict[str, torch.Tensor]]] = {}
     result: Dict[str, torch.Tensor] = {}
     leftover: Dict[str, torch.Tensor] = {}
