@@ -21,10 +21,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def load_resharded(checkpoint):
-    """Load the 2-process checkpoint into one unsharded int8 model. Resharding means writing saved pieces into
-    slices of our tensors, and a slice that had to be repacked is a copy: that load must be refused, never
-    silently leave the model's weights as they were."""
+def load_resharded(checkpoint, config):
+    """Load a 2-process checkpoint into one unsharded model quantized with ``config`` (other weights, so a
+    piece left unwritten shows): DCP writes each saved shard into a slice of our tensors. Returns whether the
+    loaded model equals the unsharded quantized MLP, or the error."""
     import torch
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.api import CheckpointException
@@ -32,18 +32,18 @@ def load_resharded(checkpoint):
     sys.path.insert(0, str(WORKER.parent))
     from tp_worker import MLP
 
-    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+    from torchao.quantization import quantize_
 
     reference, target = MLP(), MLP()
-    quantize_(reference, Int8WeightOnlyConfig())
+    quantize_(reference, config)
     with torch.no_grad():
         target.up.weight.mul_(-1)
         target.down.weight.mul_(-1)
-    quantize_(target, Int8WeightOnlyConfig())
+    quantize_(target, config)
     state = target.state_dict()
     try:
         dcp.load(state, checkpoint_id=checkpoint, no_dist=True)
-    except (RuntimeError, CheckpointException) as e:  # DCP wraps the reader's error (a BaseException)
+    except (ValueError, CheckpointException) as e:  # DCP wraps the reader's error (a BaseException)
         return {"refused": str(e)}
     return {"equal": all(torch.equal(state[k].dequantize(), v.dequantize()) for k, v in reference.state_dict().items())}
 
@@ -59,7 +59,12 @@ class TestTensorParallel(TestCase):
             if run.returncode != 0:
                 raise AssertionError(f"the 2-process run failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
             cls.results = json.loads(out.read_text())
-            cls.dcp_results = load_resharded(str(out) + ".dcp")
+            sys.path.insert(0, str(WORKER.parent))
+            from tp_worker import CONFIGS, DCP_CASES
+
+            cls.dcp_results = {name: load_resharded(f"{out}.{name}.dcp", CONFIGS[config])
+                               for name, (config, _) in DCP_CASES.items()}
+            cls.dcp_mismatch = load_resharded(f"{out}.int4wo-g32.dcp", CONFIGS["int8wo"])
 
     def cases(self):
         return {k: v for k, v in self.results.items() if " " in k and not k.startswith("llama")}
@@ -99,12 +104,18 @@ class TestTensorParallel(TestCase):
     def test_compiled(self):
         self.assertLess(self.results["compiled"], 1e-3)
 
-    def test_checkpoint_resharded_to_one_process_is_never_silently_wrong(self):
-        if "refused" in self.dcp_results:
-            self.assertIn("copy_ into a slice of a quantized tensor would not reach the tensor", self.dcp_results["refused"])
-        else:
-            self.assertTrue(self.dcp_results["equal"])
+    def test_checkpoint_resharded_to_one_process(self):
+        """torch.distributed.checkpoint: saved by 2 processes (either order), loaded into 1 unsharded model
+        of the same format, bit for bit."""
+        for name in ("int8wo", "int4wo-g32", "q4_0"):
+            self.assertEqual(self.dcp_results[name], {"equal": True}, msg=name)
 
+    def test_checkpoint_that_one_tensor_cannot_hold_is_refused(self):
+        """Row shards quantized separately (own per-row scales) into one per-row int8 weight, and int4 shards
+        into an int8 model: an error naming why, never a silently half-loaded model."""
+        self.assertIn("one block (one scale per row) cannot hold both",
+                      self.dcp_results["int8wo per-shard scales"]["refused"])
+        self.assertIn("does not match destination", self.dcp_mismatch["refused"])
 
 if __name__ == "__main__":
     unittest.main()

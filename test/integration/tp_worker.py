@@ -27,6 +27,10 @@ CONFIGS = {
     "q4_0": Q4_0Config(),
     "w6-g32": IntxWeightOnlyConfig(6, 32),
 }
+#: checkpoints saved sharded for test_tensor_parallel to load in 1 process: name -> (config name, order)
+DCP_CASES = {"int8wo": ("int8wo", "quantize-then-parallelize"), "int4wo-g32": ("int4wo-g32", "parallelize-then-quantize"),
+             "q4_0": ("q4_0", "quantize-then-parallelize"),
+             "int8wo per-shard scales": ("int8wo", "parallelize-then-quantize")}
 PLAN = {"up": ColwiseParallel(), "down": RowwiseParallel()}
 #: Megatron-style plan for the test-bed Llama's 4 blocks
 LLAMA_PLAN = {f"model.layers.{i}.{name}": style() for i in range(4) for name, style in (
@@ -93,10 +97,14 @@ def main(out_path):
     # torch.distributed.checkpoint of a sharded quantized model (test_tensor_parallel loads it in 1 process)
     import torch.distributed.checkpoint as dcp
 
-    model = MLP()
-    quantize_(model, Int8WeightOnlyConfig())
-    parallelize_module(model, mesh, PLAN)
-    dcp.save(model.state_dict(), checkpoint_id=out_path + ".dcp")
+    for name, (config, order) in DCP_CASES.items():
+        model = MLP()
+        if order == "quantize-then-parallelize":
+            quantize_(model, CONFIGS[config])
+        parallelize_module(model, mesh, PLAN)
+        if order == "parallelize-then-quantize":
+            quantize_(model, CONFIGS[config])
+        dcp.save(model.state_dict(), checkpoint_id=f"{out_path}.{name}.dcp")
     # the test-bed Llama, its attention and MLP projections sharded (heads split across the 2 ranks)
     from transformers import AutoModelForCausalLM
 

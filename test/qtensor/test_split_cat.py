@@ -1,6 +1,6 @@
 """split / chunk / cat of quantized tensors (what tensor parallelism shards with), for every format: the
 pieces are exactly the pieces of the dequantized tensor, run on the kernels correctly, and cat restores the
-tensor; a cut inside a quantization block is refused."""
+tensor; a cut inside a quantization block is refused; copy_ into a slice writes into the whole tensor."""
 
 import unittest
 
@@ -64,6 +64,32 @@ class TestSplitCat(TestCase):
         a, b = Int4WeightOnlyConfig(32)(self.w), Int4WeightOnlyConfig(64)(self.w)
         with self.assertRaisesRegex(NotImplementedError, "cat along dim 0: the quantized tensors differ in format"):
             torch.cat([a, b], 0)
+
+    def test_copy_into_slices_fills_the_whole_tensor(self):
+        """What torch.distributed.checkpoint does when it reshards: each piece copy_-ed into a slice of the
+        destination (for repacked layouts the slice is a copy; the write must still reach the tensor)."""
+        source = torch.randn(96, 128, dtype=torch.bfloat16)
+        for name, config in CONFIGS.items():
+            expected = config(source)
+            for dim, size in ((0, 48), (1, 64)):
+                with self.subTest(name=name, dim=dim):
+                    target = config(-self.w)
+                    for start in range(0, target.shape[dim], size):
+                        target.narrow(dim, start, size).detach().copy_(expected.narrow(dim, start, size))
+                    self.assertTrue(torch.equal(target.dequantize(), expected.dequantize()))
+
+    def test_pieces_with_their_own_scales_cannot_share_one_block(self):
+        """Per-row int8: two halves of a row quantized separately cannot both be written into one row's scale;
+        the refused write leaves the tensor as it was."""
+        config = Int8WeightOnlyConfig()
+        target = config(self.w)
+        left, right = config(self.w[:, :64] * 2), config(self.w[:, 64:] * 3)
+        target.narrow(1, 0, 64).copy_(left)
+        before = target.dequantize()
+        with self.assertRaisesRegex(ValueError, r"copy_ into \[64:128\] of dim 1 .* one block \(one scale per row\) "
+                                                "cannot hold both"):
+            target.narrow(1, 64, 64).copy_(right)
+        self.assertTrue(torch.equal(target.dequantize(), before))
 
 
 if __name__ == "__main__":

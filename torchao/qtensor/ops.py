@@ -99,8 +99,8 @@ def _conv(func, types, args, kwargs):
 @implements(aten.detach.default, aten.alias.default)
 def _detach(func, types, args, kwargs):
     out = args[0].with_tensors(func)
-    if getattr(args[0], "_copy_of_a_slice", False):  # an alias of such a slice does not write through either
-        out._copy_of_a_slice = True
+    if hasattr(args[0], "_slice_of"):  # an alias of a repacked slice writes through to the same tensor
+        out._slice_of = args[0]._slice_of
     return out
 
 
@@ -150,13 +150,10 @@ def _to_copy(func, types, args, kwargs):
 
 @implements(aten.copy_.default)
 def _copy_(func, types, args, kwargs):
+    """Whole-tensor copy of a quantized tensor of the same format (the layout may differ); into a slice that
+    had to be repacked (so is a copy), the values are also written into the tensor it was sliced from, the way
+    ``torch.distributed.checkpoint`` fills a tensor piece by piece when it reshards."""
     dst, src = args[0], args[1]
-    if getattr(dst, "_copy_of_a_slice", False):
-        raise RuntimeError(
-            "copy_ into a slice of a quantized tensor would not reach the tensor it was sliced from (this slice "
-            "had to be repacked, so it is a copy): copy whole tensors, e.g. load an unsharded checkpoint, or "
-            "reshard before quantizing"
-        )
     if not (_is_aqt(dst) and _is_aqt(src)):
         raise NotImplementedError(
             "copy_ between a quantized and a float tensor is not supported: quantize the source with the same "
@@ -170,9 +167,50 @@ def _copy_(func, types, args, kwargs):
     src_tensors = src.inner_tensors()
     if set(src_tensors) != set(dst.inner_tensors()):
         raise ValueError(f"copy_: inner tensors {sorted(src_tensors)} do not match {sorted(dst.inner_tensors())}")
+    if hasattr(dst, "_slice_of"):
+        _write_into_whole(*dst._slice_of, src)
+    else:
+        dst._shared_block_pieces = None  # a whole copy: no block is partly written any more
     for name, t in dst.inner_tensors().items():
-        t.copy_(src_tensors[name])
+        t.copy_(src_tensors[name].reshape(t.shape))  # qparams of a slice may be kept with a unit dim
     return dst
+
+
+def _write_into_whole(whole: AffineQuantizedTensor, dim: int, start: int, end: int, part: AffineQuantizedTensor):
+    """Write ``part`` (a quantized tensor of ``whole``'s format) into ``whole[start:end]`` along ``dim`` by
+    repacking ``whole``. A quantization block that spans all of ``dim`` (one scale per row) is shared with the
+    rest of ``whole``: its scale becomes ``part``'s, and every other piece later written into it must carry
+    the same scale (pieces quantized separately cannot share one block: a ValueError says so)."""
+    int_data, scale, zero_point = (None if t is None else t.clone() for t in whole.get_plain())
+    part_int, part_scale, part_zero = part.get_plain()
+    block, size = whole.spec.block_size[dim], whole.shape[dim]
+    blocks = [n // b for n, b in zip(whole.shape, whole.spec.block_size)]
+    shared = block == size and end - start < size
+    pieces = _shared_block_pieces(whole, dim, start, end, part_scale, part_zero) if shared else None
+    int_data.narrow(dim, start, end - start).copy_(part_int)
+    first, count = (0, 1) if shared else (start // block, -(-(end - start) // block))
+    for whole_q, part_q in ((scale, part_scale), (zero_point, part_zero)):
+        if whole_q is not None:
+            whole_q = whole_q.reshape(blocks)
+            whole_q.narrow(dim, first, count).copy_(part_q.reshape(whole_q.narrow(dim, first, count).shape))
+    _copy_(aten.copy_.default, (), (whole, _rebuild(whole, int_data, scale, zero_point, whole.spec.block_size)), {})
+    whole._shared_block_pieces = pieces
+
+
+def _shared_block_pieces(whole, dim, start, end, scale, zero_point):
+    """The record of the pieces written into a block shared along ``dim`` once ``[start:end]`` is written
+    (None once they cover all of it); a piece whose qparams differ from those already written is refused."""
+    written = getattr(whole, "_shared_block_pieces", None)
+    if written is not None and written[0] == dim and not (
+            torch.equal(written[1], scale) and (zero_point is None or torch.equal(written[2], zero_point))):
+        raise ValueError(
+            f"copy_ into [{start}:{end}] of dim {dim} of a quantized tensor of shape {tuple(whole.shape)} with "
+            f"block_size {whole.spec.block_size}: this piece was quantized with other scales than a piece already "
+            "written, and one block (one scale per row) cannot hold both; quantize the whole tensor in one piece, "
+            "or load into a model quantized with a block size that matches the pieces"
+        )
+    covered = (written[3] if written is not None and written[0] == dim else set()) | set(range(start, end))
+    return None if len(covered) == whole.shape[dim] else (dim, scale, zero_point, covered)
 
 
 # ---- views and slices (through the plain integers, so every layout supports them) ------------------
@@ -242,7 +280,7 @@ def _slice(func, types, args, kwargs):
     out = _rebuild(w, int_data.narrow(dim, start, end - start), slice_qparams(scale),
                    slice_qparams(zero_point), tuple(new_block))
     if not torch.compiler.is_compiling() and not _shares_storage(out, w):
-        out._copy_of_a_slice = True  # writing into it would not reach ``w`` (see _copy_)
+        out._slice_of = (w, dim, start, end)  # a copy: writing into it also repacks ``w`` (see _copy_)
     return out
 
 
