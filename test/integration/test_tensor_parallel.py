@@ -67,7 +67,7 @@ class TestTensorParallel(TestCase):
             cls.dcp_mismatch = load_resharded(f"{out}.int4wo-g32.dcp", CONFIGS["int8wo"])
 
     def cases(self):
-        return {k: v for k, v in self.results.items() if " " in k and not k.startswith("llama")}
+        return {k: v for k, v in self.results.items() if " " in k and not k.startswith(("llama", "sequence"))}
 
     def test_every_config_in_both_orders(self):
         self.assertEqual(len(self.cases()), 10)
@@ -85,6 +85,16 @@ class TestTensorParallel(TestCase):
         its own per-row scales, dynamic activations their own per-shard token scales): relative difference to
         the unsharded quantized MLP below 1%."""
         for case, result in self.cases().items():
+            self.assertLess(result["relative"], 0.01, msg=case)
+
+    def test_sequence_parallel(self):
+        """LayerNorm on sequence chunks (SequenceParallel), then the quantized MLP gathering the tokens and
+        reduce-scattering its output back to chunks: within 1% of the unsharded quantized block (bf16 partial
+        sums; per-shard scales when quantized after sharding)."""
+        cases = {k: v for k, v in self.results.items() if k.startswith("sequence")}
+        self.assertEqual(len(cases), 4)
+        for case, result in cases.items():
+            self.assertEqual(result["output_shape"], [2, 4, 128], msg=case)
             self.assertLess(result["relative"], 0.01, msg=case)
 
     def test_replicate_and_a_cut_group(self):

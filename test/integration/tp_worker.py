@@ -9,7 +9,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
-from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, SequenceParallel, parallelize_module
 
 from torchao.quant_api.registry import Q4_0Config
 from torchao.quantization import (
@@ -50,6 +50,24 @@ class MLP(nn.Module):
         return self.down(torch.relu(self.up(x)))
 
 
+class NormMLP(nn.Module):
+    """LayerNorm then the MLP: the block a sequence-parallel plan shards (the norm on sequence chunks)."""
+
+    def __init__(self, k=128):
+        super().__init__()
+        self.norm = nn.LayerNorm(k).to(torch.bfloat16)
+        self.mlp = MLP(k)
+
+    def forward(self, x):
+        return self.mlp(self.norm(x))
+
+
+#: sequence parallelism around the quantized MLP: the norm runs on this rank's tokens, up_proj gathers them,
+#: down_proj reduce-scatters its output back to sequence chunks
+SEQUENCE_PLAN = {"norm": SequenceParallel(), "mlp.up": ColwiseParallel(input_layouts=Shard(1)),
+                 "mlp.down": RowwiseParallel(output_layouts=Shard(1))}
+
+
 def full(t):
     return t.full_tensor() if isinstance(t, DTensor) else t
 
@@ -84,6 +102,23 @@ def main(out_path):
                 "local_type": type(local).__name__, "local_shape": list(local.shape),
                 "up_exact": bool(torch.equal(up, expected_up[:, rank * width:(rank + 1) * width])),
                 "relative": relative(out, expected)}
+    # SequenceParallel: the input is split along the sequence (dim 1), each rank passes its tokens
+    tokens = torch.randn(2, 8, 128, dtype=torch.bfloat16, generator=torch.Generator().manual_seed(2))
+    for name in ("int8wo", "int4wo-g32"):
+        reference = NormMLP()
+        quantize_(reference, CONFIGS[name])
+        for order in ("quantize-then-parallelize", "parallelize-then-quantize"):
+            model = NormMLP()
+            if order.startswith("quantize"):
+                quantize_(model, CONFIGS[name])
+            parallelize_module(model, mesh, SEQUENCE_PLAN)
+            if order.startswith("parallelize"):
+                quantize_(model, CONFIGS[name])
+            with torch.no_grad():  # each rank passes its tokens and gets its tokens' outputs back
+                expected = reference(tokens).chunk(2, dim=1)[dist.get_rank()]
+                out = model(tokens.chunk(2, dim=1)[dist.get_rank()])
+            results[f"sequence {name} {order}"] = {"output_shape": list(out.shape),
+                                                   "relative": relative(out, expected)}
     # Replicate: a broadcast of the inner tensors
     weight = Int4WeightOnlyConfig(32)(MLP().up.weight.detach())
     replicated = distribute_tensor(weight, mesh, [Replicate()]).to_local()
