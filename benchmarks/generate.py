@@ -3,6 +3,7 @@
     python benchmarks/generate.py [--model testbed|1b|8b|DIR] [--device cpu|cuda] [--variants float int8wo ...]
                                   [--batch 1 8]
                                   [--modes eager compiled] [--tokens 32] [--plot out.png] [--quick]
+                                  [--tp 1 2]
 
 Per variant (each in its own process, so memory is its own): tokens/s of decoding, time to first token
 (prefill of a 128-token prompt), resident memory, weight bytes, achieved bandwidth (weight bytes read per
@@ -12,6 +13,10 @@ heads) and Llama-3-8B (hidden 4096, 32 layers, MLP 14336, 8 KV heads, vocab 1282
 resident memory on CPU, peak allocated memory on CUDA.
 GPTQ and AutoRound calibrate on the first half of the test bed's val.txt (the testbed model only: on
 random weights they are just int4 weights, as fast as int4wo).
+``--tp 1 2``: each variant also runs with tensor parallelism over N processes (torchrun started by the
+driver; gloo on CPU, nccl on CUDA, one GPU per process), its attention / MLP / lm_head weights quantized then
+sharded (Llama.parallelize); the table gives tok/s per N and whether the greedy tokens equal the
+single-process run's. On CPU each of N processes gets cores / N threads (torchrun's default is 1).
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from torchao.testbed import calibration_text, heldout_text, model_dir
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 ALL_VARIANTS = ["float", "int8wo", "int4wo-64", "int4wo-128", "int8dq", "gptq", "autoround", "autoquant"]
+#: the variants that shard with --tp (one config applied to every Linear)
+TP_VARIANTS = ["float", "int8wo", "int4wo-64", "int4wo-128", "int8dq"]
 
 
 # ---- worker: one variant -----------------------------------------------------------------------------
@@ -142,55 +149,97 @@ def generate(model, step, prompt: torch.Tensor, new_tokens: int, max_seq: int):
     return ttft, batch * (new_tokens - 1) / decode, torch.cat(out, dim=1)
 
 
+def join_processes(device: torch.device):
+    """Under torchrun: the process group (nccl on CUDA, gloo on CPU), this process's device and a 1-D mesh;
+    (device, None) in a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return device, None
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    else:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    return device, init_device_mesh(device.type, (world,))
+
+
 def worker(args) -> None:
     from torchao.quant_api.evaluation import perplexity
     from torchao.utils import weight_bytes
 
     texts = text_ids(args.model)
-    device = torch.device(args.device)
+    device, mesh = join_processes(torch.device(args.device))
     model = load_model(args.model, device)
     start = time.perf_counter()
     model = quantize(model, args.worker, texts, args.quick)
     quant_s = time.perf_counter() - start
-    ppl = perplexity(model, texts[2], 256, 4 if args.quick else 32) if texts else None
-    wbytes = weight_bytes(model, skip_embeddings=True)
+    wbytes = weight_bytes(model, skip_embeddings=True)  # all processes together read the unsharded weights
+    if mesh is not None:
+        model.parallelize(mesh)
+    ppl = perplexity(model, texts[2], 256, 4 if args.quick else 32) if texts and mesh is None else None
+    lead = mesh is None or mesh.get_rank() == 0
     for mode in args.modes:
         torch._dynamo.reset()
         step = torch.compile(model, fullgraph=True, dynamic=False) if mode == "compiled" else model
         for batch in args.batch:
-            prompt = torch.randint(0, model.args.vocab_size, (batch, 128), device=device)
+            prompt = torch.randint(0, model.args.vocab_size, (batch, 128),
+                                   generator=torch.Generator().manual_seed(batch)).to(device)
             max_seq = prompt.shape[1] + args.tokens
             generate(model, step, prompt, 4, max_seq)  # warm up / compile
-            ttft, tok_s, _ = generate(model, step, prompt, args.tokens, max_seq)
+            ttft, tok_s, tokens = generate(model, step, prompt, args.tokens, max_seq)
             steps_per_s = tok_s / batch
-            print(json.dumps(dict(variant=args.worker, mode=mode, batch=batch, tok_s=tok_s, ttft_ms=ttft * 1e3,
-                                  memory_mb=memory_mb(device), weight_mb=wbytes / 2**20, bandwidth_gbs=wbytes * steps_per_s / 1e9,
-                                  ppl=ppl, quantize_s=quant_s)), flush=True)
+            if lead:
+                print(json.dumps(dict(variant=args.worker, mode=mode, batch=batch, tp=1 if mesh is None else mesh.size(),
+                                      tok_s=tok_s, ttft_ms=ttft * 1e3, memory_mb=memory_mb(device),
+                                      weight_mb=wbytes / 2**20, bandwidth_gbs=wbytes * steps_per_s / 1e9,
+                                      ppl=ppl, quantize_s=quant_s, tokens=tokens.tolist())), flush=True)
+    if mesh is not None:
+        torch.distributed.destroy_process_group()
 
 
 # ---- driver ----------------------------------------------------------------------------------------
 
 
-def run_variant(variant: str, args) -> list:
-    cmd = [sys.executable, __file__, "--worker", variant, "--model", args.model, "--device", args.device,
+def run_variant(variant: str, args, tp: int = 1) -> list:
+    launcher = [] if tp == 1 else ["-m", "torch.distributed.run", "--nproc_per_node", str(tp),
+                                   "--master_addr", "127.0.0.1", "--master_port", str(free_port())]
+    cmd = [sys.executable, *launcher, __file__, "--worker", variant, "--model", args.model, "--device", args.device,
            "--tokens", str(args.tokens),
            "--batch", *map(str, args.batch), "--modes", *args.modes] + (["--quick"] if args.quick else [])
     result = subprocess.run(cmd, capture_output=True, text=True)
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     if result.returncode != 0:
-        print(f"  {variant} failed:\n{result.stderr[-2000:]}", file=sys.stderr)
+        print(f"  {variant} (tp {tp}) failed:\n{result.stderr[-2000:]}", file=sys.stderr)
     return rows
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def table(rows) -> str:
-    lines = ["| variant | mode | batch | tok/s | vs float | TTFT ms | memory MB | weights MB | GB/s | ppl |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    base = {(r["mode"], r["batch"]): r["tok_s"] for r in rows if r["variant"] == "float"}
+    """One line per variant, mode, batch and process count; ``vs float`` against float at the same mode,
+    batch and process count; ``same tokens`` against the variant's single-process run."""
+    lines = ["| variant | mode | batch | tp | tok/s | vs float | same tokens as tp 1 | TTFT ms | memory MB | weights MB "
+             "| GB/s | ppl |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    base = {(r["mode"], r["batch"], r["tp"]): r["tok_s"] for r in rows if r["variant"] == "float"}
+    single = {(r["variant"], r["mode"], r["batch"]): r["tokens"] for r in rows if r["tp"] == 1}
     for r in rows:
-        ratio = r["tok_s"] / base[(r["mode"], r["batch"])] if (r["mode"], r["batch"]) in base else float("nan")
+        ratio = r["tok_s"] / base[(r["mode"], r["batch"], r["tp"])] if (r["mode"], r["batch"], r["tp"]) in base else float("nan")
         ppl = "-" if r["ppl"] is None else f"{r['ppl']:.2f}"
-        lines.append(f"| {r['variant']} | {r['mode']} | {r['batch']} | {r['tok_s']:.1f} | {ratio:.2f}x | "
-                     f"{r['ttft_ms']:.0f} | {r['memory_mb']:.0f} | {r['weight_mb']:.1f} | {r['bandwidth_gbs']:.2f} | {ppl} |")
+        reference = single.get((r["variant"], r["mode"], r["batch"]))
+        same = "-" if r["tp"] == 1 or reference is None else ("yes" if reference == r["tokens"] else "no")
+        lines.append(f"| {r['variant']} | {r['mode']} | {r['batch']} | {r['tp']} | {r['tok_s']:.1f} | {ratio:.2f}x | "
+                     f"{same} | {r['ttft_ms']:.0f} | {r['memory_mb']:.0f} | {r['weight_mb']:.1f} | "
+                     f"{r['bandwidth_gbs']:.2f} | {ppl} |")
     return "\n".join(lines)
 
 
@@ -227,6 +276,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per generation")
     parser.add_argument("--plot", type=Path, default=None, help="write tokens/s vs perplexity as a PNG")
     parser.add_argument("--quick", action="store_true", help="few tokens and calibration samples (CI)")
+    parser.add_argument("--tp", nargs="*", type=int, default=[1],
+                        help=f"process counts for tensor parallelism (variants {', '.join(TP_VARIANTS)})")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -237,8 +288,12 @@ def main(argv=None) -> int:
     variants = [v for v in args.variants if not (args.model in RANDOM_SHAPES and v in ("gptq", "autoround"))]
     rows = []
     for variant in variants:
-        rows += run_variant(variant, args)
-        print(f"  measured {variant}", file=sys.stderr)
+        for tp in args.tp:
+            if tp > 1 and variant not in TP_VARIANTS:
+                print(f"  {variant} is not sharded (--tp takes {TP_VARIANTS})", file=sys.stderr)
+                continue
+            rows += run_variant(variant, args, tp)
+            print(f"  measured {variant} on {tp} process(es)", file=sys.stderr)
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{torch.get_num_threads()} CPU threads"
     print(f"\n{args.model}, bf16, torch {torch.__version__}, {where}, "
           f"{args.tokens} new tokens after a 128-token prompt\n")

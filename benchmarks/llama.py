@@ -59,6 +59,20 @@ def _rotate_half(x):
     return torch.cat([-b, a], dim=-1)
 
 
+def _cached_attention(q, k, v, mask):
+    """Attention of q (B, H, S, D) over the whole static cache k, v (B, KV, T, D) with a boolean mask
+    (1, 1, S, T), written as two batched matmuls and a softmax: the KV heads' query groups share one matmul
+    (no repeated K / V), and Inductor fuses the scaling, masking and softmax. At decode (S = 1, T a few
+    hundred) this is ~6x faster on CPU than aten's flash-attention kernel, whose per-call setup dominates."""
+    b, h, s, d = q.shape
+    kv = k.shape[1]
+    grouped = q.reshape(b, kv, h // kv * s, d)
+    scores = (grouped @ k.transpose(-1, -2)).float() * d ** -0.5  # (B, KV, H / KV * S, T)
+    scores = scores.reshape(b, kv, h // kv, s, -1).masked_fill(~mask.unsqueeze(2), float("-inf"))
+    probs = scores.softmax(-1).to(v.dtype).reshape(b, kv, h // kv * s, -1)
+    return (probs @ v).reshape(b, h, s, d)
+
+
 class Attention(nn.Module):
     def __init__(self, a: LlamaArgs):
         super().__init__()
@@ -77,7 +91,7 @@ class Attention(nn.Module):
         q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
         if mask is not None:  # decoding with the static cache
             k, v = self.kv_cache.update(pos, k, v)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+            out = _cached_attention(q, k, v, mask)
         else:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         return self.o_proj(out.transpose(1, 2).reshape(b, s, -1))
@@ -141,6 +155,28 @@ class Llama(nn.Module):
             raise ValueError(f"{path}: checkpoint lacks {sorted(missing)[:4]}")
         return model.to(dtype).eval()
 
+    def parallelize(self, mesh) -> None:
+        """Tensor parallelism over ``mesh`` (1-D): q/k/v, gate/up and lm_head split by output channels (each
+        process keeps its heads and its KV cache of them), o_proj and down_proj by input channels with their
+        partial sums all-reduced, lm_head's logits gathered. Works before or after quantize_."""
+        from torch.distributed.tensor import Replicate
+        from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+        n = mesh.size()
+        if self.args.num_key_value_heads % n:
+            raise ValueError(f"{self.args.num_key_value_heads} KV heads cannot be split over {n} processes")
+        plan = {"lm_head": ColwiseParallel(output_layouts=Replicate())}
+        for i in range(self.args.num_hidden_layers):
+            plan.update({f"model.layers.{i}.{name}": style() for name, style in (
+                ("self_attn.q_proj", ColwiseParallel), ("self_attn.k_proj", ColwiseParallel),
+                ("self_attn.v_proj", ColwiseParallel), ("self_attn.o_proj", RowwiseParallel),
+                ("mlp.gate_proj", ColwiseParallel), ("mlp.up_proj", ColwiseParallel),
+                ("mlp.down_proj", RowwiseParallel))})
+        parallelize_module(self, mesh, plan)
+        for block in self.model.layers:
+            block.self_attn.heads //= n
+            block.self_attn.kv_heads //= n
+
     def setup_caches(self, batch: int, max_seq: int) -> None:
         """Static caches for ``batch`` sequences of up to ``max_seq`` tokens; the same shapes reuse (zeroed)
         buffers, so a compiled decode step keeps its graph across generations."""
@@ -152,7 +188,7 @@ class Llama(nn.Module):
                 block.self_attn.kv_cache.v.zero_()
             return
         for block in self.model.layers:
-            block.self_attn.kv_cache = KVCache(batch, self.args.num_key_value_heads, max_seq, self.args.head_dim,
+            block.self_attn.kv_cache = KVCache(batch, block.self_attn.kv_heads, max_seq, self.args.head_dim,
                                                dtype).to(self.cos.device)
         self.max_seq = max_seq
         causal = torch.tril(torch.ones(max_seq, max_seq, dtype=torch.bool, device=self.cos.device))

@@ -34,7 +34,7 @@ CONFIGS = [
     ("int8wo", int8_weight_only, 35.0, "cpu_int8_weight_only"),
     ("int4wo-32", lambda: int4_weight_only(group_size=32), 16.0, "cpu_int4_weight_only"),
     ("int8dq", int8_dynamic_activation_int8_weight, 30.0, "cpu_int8_dynamic"),
-    ("8da4w-32", lambda: int8_dynamic_activation_int4_weight(32), 15.0, "fake_quantized_activation"),
+    ("8da4w-32", lambda: int8_dynamic_activation_int4_weight(32), 15.0, "cpu_int8_dynamic_int4"),
 ]
 
 

@@ -1,4 +1,5 @@
-"""CPU matmul kernels for quantized weights: thin wrappers of PyTorch's own aten CPU kernels.
+"""CPU matmul kernels for quantized weights: thin wrappers of PyTorch's own aten CPU kernels, and our C++
+kernel for int8 activations x int4 weights (``csrc/``, built on first use by ``cpp_build``).
 
 The wrappers pick a kernel and a compute dtype by batch size M and are registered as ``torchao::*``
 ops, so export and AOTInductor show them by name. The weight-only ones are opaque custom ops (Inductor's
@@ -14,10 +15,13 @@ fp32 accumulation, and the result cast back to fp32.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional
 
 import torch
+
+from .cpp_build import cpp_kernels_available
 
 __all__ = [
     "INT4_CPU_GROUP_SIZES",
@@ -27,6 +31,8 @@ __all__ = [
     "int8_weight_only_mm",
     "int4_weight_only_mm",
     "int8_dynamic_mm",
+    "int8_dynamic_int4_mm",
+    "int8_dynamic_int4_runs",
     "int4_cpu_dequantize",
     "weight_only_compute_dtype",
 ]
@@ -182,6 +188,63 @@ _lib.define(
     "int8_dynamic_mm_cpu(Tensor x_int8, Tensor x_scale, Tensor w_int8, Tensor w_scale, ScalarType out_dtype) -> Tensor"
 )
 _lib.impl("int8_dynamic_mm_cpu", _int8_dynamic_mm, "CompositeImplicitAutograd")
+
+
+#: the C++ int8 x int4 kernel reads aten's AVX-512 int4 packing: blocks of this many output channels
+_INT4_BLOCK_N = 64
+#: and keeps one quantization group of transposed weights in a buffer of this many k
+_INT4_MAX_KERNEL_GROUP = 256
+
+
+@functools.lru_cache(maxsize=None)
+def _int4_packing_is_blocked_by_64() -> bool:
+    """Whether aten packs int4 in the AVX-512 order the C++ kernel reads (probed once with a 64 x 2 weight;
+    CPUs without AVX-512 get another order, and the aten path)."""
+    n, k = torch.arange(_INT4_BLOCK_N).reshape(-1, 1), torch.arange(2).reshape(1, -1)
+    q = (n * 5 + k * 3) % 16
+    expected = (q[:32] | (q[32:] << 4)).t().reshape(-1).to(torch.uint8)  # per k: channel j | channel j + 32
+    return torch.equal(int4_cpu_pack(q).reshape(-1), expected)
+
+
+def int8_dynamic_int4_runs(n: int, kernel_group_size: int, scales_and_zeros_dtype: torch.dtype) -> bool:
+    """Whether ``int8_dynamic_int4_mm`` takes an int4 weight with ``n`` output channels: our C++ kernels built,
+    aten's AVX-512 packing, N a multiple of 64, a kernel group of at most 256 and bfloat16 scales."""
+    return (
+        isinstance(n, int) and n % _INT4_BLOCK_N == 0 and kernel_group_size <= _INT4_MAX_KERNEL_GROUP
+        and scales_and_zeros_dtype == torch.bfloat16 and cpp_kernels_available() and _int4_packing_is_blocked_by_64()
+    )
+
+
+@torch.library.custom_op("torchao::int8_dynamic_int4_mm_cpu", mutates_args=())
+def _int8_dynamic_int4_op(
+    x_int8: torch.Tensor, x_scale: torch.Tensor, x_zero: torch.Tensor, packed: torch.Tensor, group_size: int,
+    scales_and_zeros: torch.Tensor, out_dtype: torch.dtype,
+) -> torch.Tensor:
+    if not cpp_kernels_available():  # loads the library in a process that has not (e.g. an exported program's)
+        raise RuntimeError("torchao::int8_dynamic_int4_mm_cpu needs torchao's C++ CPU kernels, which did not build "
+                           "here (see the warning above)")
+    out = torch.ops.torchao_cpp.int8_dynamic_int4_mm(x_int8, x_scale, x_zero, packed, group_size, scales_and_zeros)
+    return out.to(out_dtype)
+
+
+@_int8_dynamic_int4_op.register_fake
+def _(x_int8, x_scale, x_zero, packed, group_size, scales_and_zeros, out_dtype):
+    return x_int8.new_empty(x_int8.shape[0], packed.shape[0], dtype=out_dtype)
+
+
+def int8_dynamic_int4_mm(
+    x_int8: torch.Tensor, x_scale: torch.Tensor, x_zero: Optional[torch.Tensor], packed: torch.Tensor,
+    group_size: int, scales_and_zeros: torch.Tensor, out_dtype: torch.dtype,
+) -> torch.Tensor:
+    """int8 activations x int4 weights with integer dot products (AVX-512 VNNI; a portable loop elsewhere):
+    x_int8 (M, K) int8 with x = x_scale * (x_int8 - x_zero) per row (x_scale (M,) float, x_zero (M,) int or
+    None for symmetric), packed (N, K / 2) uint8 in aten's int4 CPU format, scales_and_zeros
+    (K / group_size, N, 2) bfloat16 -> (M, N) ``out_dtype``, accumulated exactly in int32 per group and in
+    fp32 across groups. Check ``int8_dynamic_int4_runs`` first."""
+    scale = x_scale.reshape(-1).to(torch.float32)
+    zero = torch.zeros_like(scale, dtype=torch.int32) if x_zero is None else x_zero.reshape(-1).to(torch.int32)
+    return torch.ops.torchao.int8_dynamic_int4_mm_cpu(x_int8, scale, zero, packed, group_size, scales_and_zeros,
+                                                     out_dtype)
 
 
 @torch.library.custom_op("torchao::int4_cpu_dequantize", mutates_args=())

@@ -56,13 +56,15 @@ def quantize_per_token_absmax(t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tens
 
 
 def weight_bytes(model: torch.nn.Module, skip_embeddings: bool = False) -> int:
-    """Bytes the parameters of ``model`` occupy, a quantized one counting its packed inner tensors.
+    """Bytes the parameters of ``model`` occupy, a quantized one counting its packed inner tensors (of a
+    sharded DTensor parameter: this process's shard).
     ``skip_embeddings``: leave out nn.Embedding tables (a decode step reads one row of them, not all)."""
     skipped = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)} if skip_embeddings else set()
     total = 0
     for p in model.parameters():
         if id(p) in skipped:
             continue
+        p = p.to_local() if hasattr(p, "to_local") else p
         inner = p.inner_tensors().values() if isinstance(p, AffineQuantizedTensor) else [p]
         total += sum(t.numel() * t.element_size() for t in inner)
     return total

@@ -149,6 +149,15 @@ def _cpu_int8_dynamic(x, w) -> bool:
     return _on_cpu(x, w) and _layout_runs(w, "cpu_int8_dynamic") and _is_int8_dynamic(w)
 
 
+def _cpu_int8_dynamic_int4(x, w) -> bool:
+    """int8 per-token activations x int4 weights (8da4w) on our C++ integer kernel."""
+    return (
+        _on_cpu(x, w) and w.spec.act_quant in ("int8_per_token_asym", "int8_per_token_sym")
+        and _layout_runs(w, "cpu_int8_dynamic_int4")
+        and cpu_kernels.int8_dynamic_int4_runs(w.shape[0], w.spec.extra("kernel_group_size"), w.scales_and_zeros.dtype)
+    )
+
+
 def _triton_int8_weight_only(x, w) -> bool:
     return _on_cuda(x, w) and _weight_only(w) and _layout_runs(w, "triton_int8_weight_only") and _is_int8_per_channel(w)
 
@@ -165,7 +174,7 @@ def _dynamic_without_integer_kernel(x, w) -> bool:
     """A dynamic-activation weight that no integer kernel takes: fake-quantize x, then weight-only."""
     return (
         not _weight_only(w)
-        and not (_cpu_int8_dynamic(x, w) or _triton_int8_dynamic(x, w))
+        and not (_cpu_int8_dynamic(x, w) or _cpu_int8_dynamic_int4(x, w) or _triton_int8_dynamic(x, w))
         and select_linear_kernel(x, w.with_tensors(lambda t: t, act_quant=None)) is not None
     )
 
@@ -216,6 +225,13 @@ def _run_cpu_int8_dynamic(x, w):
     # rounding has no useful gradient: the integer path is inference-only with respect to x
     q, scale, _ = get_activation_quantizer(w.spec.act_quant).quantize(x.detach())
     return cpu_kernels.int8_dynamic_mm(q, scale, w.int_data, w.scale, x.dtype)
+
+
+@register_linear_kernel("cpu_int8_dynamic_int4", _cpu_int8_dynamic_int4)
+def _run_cpu_int8_dynamic_int4(x, w):
+    q, scale, zero_point = get_activation_quantizer(w.spec.act_quant).quantize(x.detach())
+    return cpu_kernels.int8_dynamic_int4_mm(q, scale, zero_point, w.packed, w.spec.extra("kernel_group_size"),
+                                            w.scales_and_zeros, x.dtype)
 
 
 @register_linear_kernel("fake_quantized_activation", _dynamic_without_integer_kernel)

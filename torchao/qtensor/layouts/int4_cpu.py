@@ -49,7 +49,7 @@ class Int4CPULayout(Layout):
     device_types = ("cpu",)
     portable = "int4_packed"  # the packing depends on the CPU's vector width
     preferred_on = ("cpu",)
-    linear_kernels = ("cpu_int4_weight_only",)
+    linear_kernels = ("cpu_int4_weight_only", "cpu_int8_dynamic_int4")
 
     @classmethod
     def unsupported_reason(cls, spec, device):

@@ -1,0 +1,177 @@
+"""Our C++ CPU kernel for int8 activations x int4 weights (torchao/kernels/csrc): exact against a float64
+reference built from the same integers, on odd shapes and every group size; its portable path equals its
+VNNI path; 8da4w linears pick it, eagerly, compiled and exported; a failed build falls back with one warning."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import unittest
+
+import torch
+import torch.nn.functional as F
+from expecttest import TestCase
+
+from torchao.kernels import cpu as cpu_kernels
+from torchao.kernels.cpp_build import cpp_kernels_available
+from torchao.qtensor.act_quant import get_activation_quantizer
+from torchao.qtensor.linear import select_linear_kernel
+from torchao.quantization import Int8DynamicActivationInt4WeightConfig
+
+#: (N, K, group size): one block of 64 channels, many, K not a power of two, groups 32 .. 256
+SHAPES = [(64, 32, 32), (128, 96, 32), (192, 640, 128), (320, 512, 64), (64, 1024, 256)]
+ROWS = [1, 2, 3, 8, 33]
+
+
+def random_int4_weight(n, k, group, seed):
+    """(packed (N, K/2) uint8, scales_and_zeros (K/G, N, 2) bf16, float64 weight (N, K))."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randint(0, 16, (n, k), generator=g)
+    scales = (torch.rand(k // group, n, generator=g) * 0.02 + 1e-3).to(torch.bfloat16)
+    zeros = (torch.randn(k // group, n, generator=g) * 0.01).to(torch.bfloat16)
+    dequantized = ((q.double() - 8).reshape(n, k // group, group) * scales.double().t().unsqueeze(-1)
+                   + zeros.double().t().unsqueeze(-1)).reshape(n, k)
+    return cpu_kernels.int4_cpu_pack(q), torch.stack([scales, zeros], -1), dequantized
+
+
+def relative(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+class TestInt8DynamicInt4Kernel(TestCase):
+    def setUp(self):
+        self.assertTrue(cpp_kernels_available(), "the C++ kernels did not build (g++ and ninja are needed)")
+
+    def test_against_float64_reference(self):
+        """Integer dot products per group are exact; the float epilogue adds fp32 rounding only (< 1e-5)."""
+        for n, k, group in SHAPES:
+            packed, scales_and_zeros, weight = random_int4_weight(n, k, group, seed=n + k)
+            for m in ROWS:
+                for act in ("int8_per_token_asym", "int8_per_token_sym"):
+                    with self.subTest(n=n, k=k, group=group, m=m, act=act):
+                        x = torch.randn(m, k, generator=torch.Generator().manual_seed(m)) * 3 + 0.5
+                        q, scale, zero = get_activation_quantizer(act).quantize(x)
+                        out = cpu_kernels.int8_dynamic_int4_mm(q, scale, zero, packed, group, scales_and_zeros,
+                                                               torch.float32)
+                        zero64 = 0 if zero is None else zero.double()[:, None]
+                        reference = (scale.double()[:, None] * (q.double() - zero64)) @ weight.t()
+                        self.assertEqual(out.shape, (m, n))
+                        self.assertLess(relative(out, reference), 1e-5)
+
+    def test_extreme_integers(self):
+        """All weights 15 and activations -128 (asymmetric zero 127): the largest int32 sums stay exact."""
+        n, k, group = 64, 256, 256
+        packed = cpu_kernels.int4_cpu_pack(torch.full((n, k), 15))
+        scales_and_zeros = torch.stack([torch.ones(1, n), torch.zeros(1, n)], -1).to(torch.bfloat16)
+        q = torch.full((2, k), -128, dtype=torch.int8)
+        out = cpu_kernels.int8_dynamic_int4_mm(q, torch.ones(2), torch.full((2,), 127, dtype=torch.int32), packed,
+                                               group, scales_and_zeros, torch.float32)
+        self.assertTrue(torch.equal(out, torch.full((2, n), -255.0 * 7 * k)))
+
+    def test_portable_path_equals_vnni_path(self):
+        """TORCHAO_CPU_PORTABLE=1 (read once per process) runs the scalar loops: same values."""
+        script = textwrap.dedent("""
+            import sys, torch
+            sys.path.insert(0, %r)
+            from test_cpp_kernels import random_int4_weight
+            from torchao.kernels import cpu
+            packed, sz, _ = random_int4_weight(128, 320, 64, seed=3)
+            q = torch.randint(-128, 128, (3, 320), dtype=torch.int8, generator=torch.Generator().manual_seed(4))
+            scale = torch.rand(3, generator=torch.Generator().manual_seed(5)) + 0.1
+            out = cpu.int8_dynamic_int4_mm(q, scale, torch.tensor([0, 5, -9], dtype=torch.int32),
+                                           packed, 64, sz, torch.float32)
+            torch.save(out, sys.argv[1])
+        """) % os.path.dirname(os.path.abspath(__file__))
+        outputs = []
+        for portable in (False, True):
+            env = {k: v for k, v in os.environ.items() if k != "TORCHAO_CPU_PORTABLE"}
+            if portable:
+                env["TORCHAO_CPU_PORTABLE"] = "1"
+            path = os.path.join(self.tmp_dir(), f"out_{portable}.pt")
+            subprocess.run([sys.executable, "-c", script, path], check=True, env=env, timeout=300)
+            outputs.append(torch.load(path))
+        self.assertLess(relative(outputs[1], outputs[0]), 1e-6)
+
+    def tmp_dir(self):
+        import tempfile
+
+        directory = tempfile.mkdtemp()
+        self.addCleanup(__import__("shutil").rmtree, directory)
+        return directory
+
+    def test_bad_shapes_are_named(self):
+        packed, scales_and_zeros, _ = random_int4_weight(64, 64, 32, seed=0)
+        q = torch.zeros(1, 64, dtype=torch.int8)
+        with self.assertRaisesRegex(RuntimeError, "N = 32 is not a multiple of 64"):
+            cpu_kernels.int8_dynamic_int4_mm(q, torch.ones(1), None, packed[:32], 32, scales_and_zeros[:, :32],
+                                             torch.float32)
+        with self.assertRaisesRegex(RuntimeError, r"packed \(N, K / 2\) uint8 expected for K = 96"):
+            cpu_kernels.int8_dynamic_int4_mm(torch.zeros(1, 96, dtype=torch.int8), torch.ones(1), None, packed, 32,
+                                             scales_and_zeros, torch.float32)
+
+
+class TestEightDaFourWLinear(TestCase):
+    """Int8DynamicActivationInt4WeightConfig (8da4w) on CPU runs the integer kernel: its output is the
+    product of the quantized activations and the quantized weight (bf16 output rounding only)."""
+
+    def setUp(self):
+        torch.manual_seed(0)
+        self.w = torch.randn(192, 256, dtype=torch.bfloat16)
+        self.x = torch.randn(2, 7, 256, dtype=torch.bfloat16)
+
+    def reference(self, q):
+        xq, scale, zero = get_activation_quantizer(q.spec.act_quant).quantize(self.x)
+        dequantized_x = scale.double()[..., None] * (xq.double() - (0 if zero is None else zero.double()[..., None]))
+        return dequantized_x @ q.dequantize().double().t()
+
+    def test_kernel_is_chosen_and_exact(self):
+        for group_size in (32, 64, 128, 256):
+            for act in ("ASYMMETRIC", "SYMMETRIC"):
+                with self.subTest(group_size=group_size, act=act):
+                    from torchao.quantization import MappingType
+
+                    config = Int8DynamicActivationInt4WeightConfig(group_size, act_mapping_type=MappingType[act])
+                    q = config(self.w)
+                    self.assertEqual(select_linear_kernel(self.x, q).name, "cpu_int8_dynamic_int4")
+                    self.assertLess(relative(F.linear(self.x, q), self.reference(q)), 2 ** -8)
+
+    def test_compile_and_export(self):
+        q = Int8DynamicActivationInt4WeightConfig(32)(self.w)
+        eager = F.linear(self.x, q)
+        linear = torch.nn.Linear(256, 192, bias=False)
+        linear.weight = torch.nn.Parameter(q, requires_grad=False)
+        self.assertTrue(torch.equal(torch.compile(linear)(self.x), eager))
+        exported = torch.export.export(linear, (self.x,))
+        self.assertIn("torchao.int8_dynamic_int4_mm_cpu", str(exported.graph_module.code))
+        self.assertTrue(torch.equal(exported.module()(self.x), eager))
+
+    def test_a_failed_build_falls_back_with_one_warning(self):
+        """A source that does not compile: cpp_kernels_available() is False, says why once, and 8da4w then
+        fake-quantizes into the aten int4 kernel."""
+        script = textwrap.dedent("""
+            import warnings, torch, torch.nn.functional as F
+            from torchao.kernels import cpp_build
+            cpp_build.SOURCES = [%r]
+            cpp_build._extension_name = lambda: "torchao_broken_for_test"
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                from torchao.quantization import Int8DynamicActivationInt4WeightConfig
+                from torchao.qtensor.linear import select_linear_kernel
+                q = Int8DynamicActivationInt4WeightConfig(32)(torch.randn(64, 64, dtype=torch.bfloat16))
+                x = torch.randn(3, 64, dtype=torch.bfloat16)
+                print(select_linear_kernel(x, q).name, tuple(F.linear(x, q).shape))
+                F.linear(x, q)
+            print(sum("C++ CPU kernels could not be built" in str(w.message) for w in caught))
+        """)
+        broken = os.path.join(self.tmp_dir(), "broken.cpp")
+        with open(broken, "w") as f:
+            f.write("this is not C++\n")
+        run = subprocess.run([sys.executable, "-c", script % broken], capture_output=True, text=True, timeout=300)
+        self.assertEqual(run.returncode, 0, run.stderr[-2000:])
+        self.assertEqual(run.stdout.split("\n")[:2], ["fake_quantized_activation (3, 64)", "1"])
+
+    tmp_dir = TestInt8DynamicInt4Kernel.tmp_dir
+
+
+if __name__ == "__main__":
+    unittest.main()
