@@ -14,7 +14,7 @@ setup(
     # the packaged test bed (a 5 M-parameter Llama, its tokenizer and held-out text): tests, tutorials and
     # the CLI's defaults find it by package-relative path
     # and the C++ CPU kernels' sources, which torchao/kernels/cpp_build.py compiles on first use
-    package_data={"torchao.testbed": ["pyllama-5m/*"], "torchao.kernels": ["csrc/*.cpp"]},
+    package_data={"torchao.testbed": ["pyllama-5m/*"], "torchao.kernels": ["csrc/*.cpp", "csrc/*.h"]},
     python_requires=">=3.10",
     # torch is not pinned to a build: install the CPU wheel first (pip install torch==2.13.0) so that
     # this range, which it satisfies, pulls nothing more.

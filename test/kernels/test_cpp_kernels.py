@@ -1,6 +1,7 @@
-"""Our C++ CPU kernel for int8 activations x int4 weights (torchao/kernels/csrc): exact against a float64
-reference built from the same integers, on odd shapes and every group size; its portable path equals its
-VNNI path; 8da4w linears pick it, eagerly, compiled and exported; a failed build falls back with one warning."""
+"""Our C++ CPU kernels (torchao/kernels/csrc) for int8 activations x int4 weights (8da4w) and x int8 weights
+(int8 dynamic, few rows): exact against a float64 reference built from the same integers, on odd shapes and
+every group size; the portable paths equal the VNNI paths; the linears pick them, eagerly, compiled and
+exported; a failed build falls back with one warning."""
 
 import os
 import subprocess
@@ -69,7 +70,7 @@ class TestInt8DynamicInt4Kernel(TestCase):
         self.assertTrue(torch.equal(out, torch.full((2, n), -255.0 * 7 * k)))
 
     def test_portable_path_equals_vnni_path(self):
-        """TORCHAO_CPU_PORTABLE=1 (read once per process) runs the scalar loops: same values."""
+        """TORCHAO_CPU_PORTABLE=1 (read once per process) runs the scalar loops: same values (int4 and int8)."""
         script = textwrap.dedent("""
             import sys, torch
             sys.path.insert(0, %r)
@@ -80,7 +81,9 @@ class TestInt8DynamicInt4Kernel(TestCase):
             scale = torch.rand(3, generator=torch.Generator().manual_seed(5)) + 0.1
             out = cpu.int8_dynamic_int4_mm(q, scale, torch.tensor([0, 5, -9], dtype=torch.int32),
                                            packed, 64, sz, torch.float32)
-            torch.save(out, sys.argv[1])
+            w8 = torch.randint(-128, 128, (70, 320), dtype=torch.int8, generator=torch.Generator().manual_seed(6))
+            out8 = torch.ops.torchao.int8_dynamic_int8_mm_cpu(q, scale, w8, torch.ones(70), torch.float32)
+            torch.save((out, out8), sys.argv[1])
         """) % os.path.dirname(os.path.abspath(__file__))
         outputs = []
         for portable in (False, True):
@@ -90,7 +93,8 @@ class TestInt8DynamicInt4Kernel(TestCase):
             path = os.path.join(self.tmp_dir(), f"out_{portable}.pt")
             subprocess.run([sys.executable, "-c", script, path], check=True, env=env, timeout=300)
             outputs.append(torch.load(path))
-        self.assertLess(relative(outputs[1], outputs[0]), 1e-6)
+        self.assertLess(relative(outputs[1][0], outputs[0][0]), 1e-6)
+        self.assertTrue(torch.equal(outputs[1][1], outputs[0][1]))  # one int32 sum per output: bit-equal
 
     def tmp_dir(self):
         import tempfile
@@ -108,6 +112,38 @@ class TestInt8DynamicInt4Kernel(TestCase):
         with self.assertRaisesRegex(RuntimeError, r"packed \(N, K / 2\) uint8 expected for K = 96"):
             cpu_kernels.int8_dynamic_int4_mm(torch.zeros(1, 96, dtype=torch.int8), torch.ones(1), None, packed, 32,
                                              scales_and_zeros, torch.float32)
+
+
+class TestInt8DynamicInt8Kernel(TestCase):
+    def setUp(self):
+        self.assertTrue(cpp_kernels_available(), "the C++ kernels did not build (g++ and ninja are needed)")
+
+    def test_against_float64_reference(self):
+        """K not a multiple of 64 (masked tails), N not a multiple of 4, the extreme integers: int32 sums exact."""
+        op = torch.ops.torchao.int8_dynamic_int8_mm_cpu
+        for n, k in ((1, 1), (5, 17), (64, 64), (131, 100), (7, 1000)):
+            for m in (1, 2, 3, 4, 5, 16):
+                with self.subTest(n=n, k=k, m=m):
+                    g = torch.Generator().manual_seed(n * k + m)
+                    x = torch.randint(-128, 128, (m, k), dtype=torch.int8, generator=g)
+                    w = torch.randint(-128, 128, (n, k), dtype=torch.int8, generator=g)
+                    x[0], w[0] = -128, -128  # the largest products
+                    a, s = torch.rand(m, generator=g) + 0.5, torch.rand(n, generator=g) + 0.5
+                    out = op(x, a, w, s, torch.float32)
+                    reference = a.double()[:, None] * s.double()[None] * (x.double() @ w.double().t())
+                    self.assertLess(relative(out, reference), 1e-6)
+
+    def test_int8_dynamic_linear_decodes_on_it(self):
+        """int8 dynamic (per-token activations) at M <= 16 runs the C++ kernel: bf16 output rounding only."""
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig
+
+        w = torch.randn(96, 200, dtype=torch.bfloat16)
+        q = Int8DynamicActivationInt8WeightConfig()(w)
+        for m in (1, 3, 16, 17):
+            x = torch.randn(m, 200, dtype=torch.bfloat16)
+            xq, scale, _ = get_activation_quantizer(q.spec.act_quant).quantize(x)
+            reference = (scale.double()[:, None] * xq.double()) @ q.dequantize().double().t()
+            self.assertLess(relative(F.linear(x, q), reference), 2 ** -8, msg=f"M={m}")
 
 
 class TestEightDaFourWLinear(TestCase):

@@ -9,6 +9,7 @@ one warning says so. ``TORCHAO_CPP_KERNELS=0`` turns the C++ kernels off (the at
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import re
@@ -17,13 +18,16 @@ from pathlib import Path
 
 import torch
 
-SOURCES = sorted(str(p) for p in (Path(__file__).parent / "csrc").glob("*.cpp"))
+CSRC = Path(__file__).parent / "csrc"
+SOURCES = sorted(str(p) for p in CSRC.glob("*.cpp"))
 log = logging.getLogger(__name__)
 
 
 def _extension_name() -> str:
-    """One build per torch version (the extension links against that libtorch)."""
-    return "torchao_cpu_kernels_" + re.sub(r"[^0-9A-Za-z]", "_", torch.__version__)
+    """One build per torch version (the extension links against that libtorch) and per content of csrc/
+    (sources and headers: torch's own change detection hashes the sources only)."""
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(CSRC.iterdir()) if p.suffix in (".cpp", ".h")))
+    return f"torchao_cpu_kernels_{re.sub(r'[^0-9A-Za-z]', '_', torch.__version__)}_{digest.hexdigest()[:12]}"
 
 
 @functools.lru_cache(maxsize=None)

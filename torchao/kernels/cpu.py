@@ -44,6 +44,10 @@ INT4_CPU_N_MULTIPLE = 16
 #: from this many rows on the int8 dynamic path uses aten._int_mm; below it (M > 1) the bf16 weight-only
 #: kernel on exact integer activations is ~4x faster (4096x4096, AVX-512: 0.9 vs 3.6 ms at M=2; even at M=8)
 _INT_MM_MIN_ROWS = 8
+#: up to this many rows (decode) int8 x int8 runs our C++ VNNI kernel (csrc/int8_int8_gemm.cpp), each weight row
+#: streamed once per 4 rows. 5632 x 2048 from memory, 2 cores: M = 1 25-30 GB/s (aten._int_mm 24-28), M = 2..8
+#: 2-3x faster than aten._int_mm, M = 16 even
+_CPP_INT8_MAX_ROWS = 16
 #: from this many rows, 16-bit int8 weight-only converts the weight and runs F.linear (M=128, 4096x4096:
 #: 26 ms against 33 ms for aten._weight_int8pack_mm; fp32 activations stay on the kernel, 2x faster there)
 _DEQUANTIZE_MIN_ROWS = 64
@@ -128,9 +132,16 @@ def _use_small_m_path(m, k: int, out_dtype: torch.dtype) -> bool:
     )
 
 
+def _use_cpp_int8_path(m) -> bool:
+    """Concrete M up to _CPP_INT8_MAX_ROWS with our C++ kernels built (symbolic M: no)."""
+    return isinstance(m, int) and m <= _CPP_INT8_MAX_ROWS and cpp_kernels_available()
+
+
 def _int8_dynamic_mm(
     x_int8: torch.Tensor, x_scale: torch.Tensor, w_int8: torch.Tensor, w_scale: torch.Tensor, out_dtype: torch.dtype
 ) -> torch.Tensor:
+    if _use_cpp_int8_path(x_int8.shape[0]):
+        return torch.ops.torchao.int8_dynamic_int8_mm_cpu(x_int8, x_scale, w_int8, w_scale, out_dtype)
     if _use_small_m_path(x_int8.shape[0], x_int8.shape[1], out_dtype):
         return torch.ops.torchao.int8_dynamic_small_m_cpu(x_int8, x_scale, w_int8, w_scale, out_dtype)
     # plain aten, so that Inductor fuses the scaling epilogue. For M >= 2, W @ X.T with the (N, K) weight
@@ -189,6 +200,41 @@ _lib.define(
 )
 _lib.impl("int8_dynamic_mm_cpu", _int8_dynamic_mm, "CompositeImplicitAutograd")
 
+# ---- ops whose CPU kernel is C++ (csrc/): defined here, implemented by the library once loaded --------
+#: op name -> (schema arguments, fake: the output's shape and dtype)
+_CPP_OPS = {
+    "int8_dynamic_int8_mm_cpu": (
+        "Tensor x_int8, Tensor x_scale, Tensor w_int8, Tensor w_scale, ScalarType out_dtype",
+        lambda x_int8, x_scale, w_int8, w_scale, out_dtype: x_int8.new_empty(
+            x_int8.shape[0], w_int8.shape[0], dtype=out_dtype),
+    ),
+    "int8_dynamic_int4_mm_cpu": (
+        "Tensor x_int8, Tensor x_scale, Tensor? x_zero, Tensor packed, int group_size, Tensor scales_and_zeros, "
+        "ScalarType out_dtype",
+        lambda x_int8, x_scale, x_zero, packed, group_size, scales_and_zeros, out_dtype: x_int8.new_empty(
+            x_int8.shape[0], packed.shape[0], dtype=out_dtype),
+    ),
+}
+
+
+def _load_then_call(name: str):
+    """The op's kernel until the C++ library is loaded: load it (its CPU kernel then takes over, so later
+    calls go straight to C++ without Python) and call again; e.g. in a process running an exported program."""
+
+    def call(*args):
+        if not cpp_kernels_available() or not torch._C._dispatch_has_kernel_for_dispatch_key(f"torchao::{name}", "CPU"):
+            raise RuntimeError(f"torchao::{name} needs torchao's C++ CPU kernels, which did not build here "
+                               "(see the warning above)")
+        return getattr(torch.ops.torchao, name)(*args)
+
+    return call
+
+
+for _name, (_arguments, _fake) in _CPP_OPS.items():
+    _lib.define(f"{_name}({_arguments}) -> Tensor")
+    _lib.impl(_name, _load_then_call(_name), "CompositeExplicitAutograd")
+    torch.library.register_fake(f"torchao::{_name}", _fake, lib=_lib)
+
 
 #: the C++ int8 x int4 kernel reads aten's AVX-512 int4 packing: blocks of this many output channels
 _INT4_BLOCK_N = 64
@@ -215,23 +261,6 @@ def int8_dynamic_int4_runs(n: int, kernel_group_size: int, scales_and_zeros_dtyp
     )
 
 
-@torch.library.custom_op("torchao::int8_dynamic_int4_mm_cpu", mutates_args=())
-def _int8_dynamic_int4_op(
-    x_int8: torch.Tensor, x_scale: torch.Tensor, x_zero: torch.Tensor, packed: torch.Tensor, group_size: int,
-    scales_and_zeros: torch.Tensor, out_dtype: torch.dtype,
-) -> torch.Tensor:
-    if not cpp_kernels_available():  # loads the library in a process that has not (e.g. an exported program's)
-        raise RuntimeError("torchao::int8_dynamic_int4_mm_cpu needs torchao's C++ CPU kernels, which did not build "
-                           "here (see the warning above)")
-    out = torch.ops.torchao_cpp.int8_dynamic_int4_mm(x_int8, x_scale, x_zero, packed, group_size, scales_and_zeros)
-    return out.to(out_dtype)
-
-
-@_int8_dynamic_int4_op.register_fake
-def _(x_int8, x_scale, x_zero, packed, group_size, scales_and_zeros, out_dtype):
-    return x_int8.new_empty(x_int8.shape[0], packed.shape[0], dtype=out_dtype)
-
-
 def int8_dynamic_int4_mm(
     x_int8: torch.Tensor, x_scale: torch.Tensor, x_zero: Optional[torch.Tensor], packed: torch.Tensor,
     group_size: int, scales_and_zeros: torch.Tensor, out_dtype: torch.dtype,
@@ -241,9 +270,7 @@ def int8_dynamic_int4_mm(
     None for symmetric), packed (N, K / 2) uint8 in aten's int4 CPU format, scales_and_zeros
     (K / group_size, N, 2) bfloat16 -> (M, N) ``out_dtype``, accumulated exactly in int32 per group and in
     fp32 across groups. Check ``int8_dynamic_int4_runs`` first."""
-    scale = x_scale.reshape(-1).to(torch.float32)
-    zero = torch.zeros_like(scale, dtype=torch.int32) if x_zero is None else x_zero.reshape(-1).to(torch.int32)
-    return torch.ops.torchao.int8_dynamic_int4_mm_cpu(x_int8, scale, zero, packed, group_size, scales_and_zeros,
+    return torch.ops.torchao.int8_dynamic_int4_mm_cpu(x_int8, x_scale, x_zero, packed, group_size, scales_and_zeros,
                                                      out_dtype)
 
 

@@ -16,8 +16,10 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "cpu_features.h"
+
 #include <cstdint>
-#include <cstdlib>
+#include <optional>
 #include <cstring>
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -82,12 +84,6 @@ void block_portable(const Problem& p, int64_t block) {
 #ifdef TORCHAO_X86
 #define VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 
-// TORCHAO_CPU_PORTABLE=1 forces the portable path (tests compare the two)
-bool has_vnni() {
-  static const bool yes = std::getenv("TORCHAO_CPU_PORTABLE") == nullptr && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
-  return yes;
-}
 
 // 8 int32 accumulators (4 low-nibble, 4 high-nibble vectors of 8 lanes) -> 4 x 16 channels in natural order.
 // Lane l of vector v (low nibbles) holds channel (l < 4 ? 0 : 16) + 4 v + l % 4; high nibbles: + 32.
@@ -241,11 +237,11 @@ VNNI void block_vnni(const Problem& p, int64_t block) {
 
 void run_block(const Problem& p, int64_t block) {
 #ifdef TORCHAO_X86
-  if (has_vnni() && p.m == 1) {
+  if (torchao_cpp::use_vnni() && p.m == 1) {
     block_one_row_vnni(p, block);
     return;
   }
-  if (has_vnni() && p.group <= kMaxGroup) {
+  if (torchao_cpp::use_vnni() && p.group <= kMaxGroup) {
     block_vnni(p, block);
     return;
   }
@@ -253,12 +249,15 @@ void run_block(const Problem& p, int64_t block) {
   block_portable(p, block);
 }
 
-at::Tensor int8_dynamic_int4_mm(const at::Tensor& xq, const at::Tensor& a, const at::Tensor& zx,
-                                const at::Tensor& packed, int64_t group_size, const at::Tensor& sz) {
+at::Tensor int8_dynamic_int4_mm(const at::Tensor& xq, const at::Tensor& x_scale,
+                                const std::optional<at::Tensor>& x_zero, const at::Tensor& packed, int64_t group_size,
+                                const at::Tensor& sz, at::ScalarType out_dtype) {
   TORCH_CHECK(xq.dim() == 2 && xq.scalar_type() == at::kChar, "int8_dynamic_int4_mm: int8 xq (M, K) expected");
   const int64_t m = xq.size(0), k = xq.size(1), n = packed.size(0);
-  TORCH_CHECK(a.scalar_type() == at::kFloat && a.numel() == m && zx.scalar_type() == at::kInt && zx.numel() == m,
-              "int8_dynamic_int4_mm: float32 scales and int32 zero points, one per row, expected");
+  const auto a = x_scale.reshape({-1}).to(at::kFloat).contiguous();
+  const auto zx = x_zero.has_value() ? x_zero->reshape({-1}).to(at::kInt).contiguous() : at::zeros({m}, xq.options().dtype(at::kInt));
+  TORCH_CHECK(a.numel() == m && zx.numel() == m, "int8_dynamic_int4_mm: one activation scale (and zero point) per "
+              "row expected, got ", a.numel(), " for ", m, " rows");
   TORCH_CHECK(packed.scalar_type() == at::kByte && packed.dim() == 2 && packed.size(1) * 2 == k,
               "int8_dynamic_int4_mm: packed (N, K / 2) uint8 expected for K = ", k, ", got ", packed.sizes());
   TORCH_CHECK(n % kBlockN == 0, "int8_dynamic_int4_mm: N = ", n, " is not a multiple of ", kBlockN);
@@ -268,25 +267,20 @@ at::Tensor int8_dynamic_int4_mm(const at::Tensor& xq, const at::Tensor& a, const
                   sz.size(1) == n && sz.size(2) == 2,
               "int8_dynamic_int4_mm: bfloat16 scales_and_zeros (K / group_size, N, 2) expected, got ", sz.sizes());
   const auto xc = xq.contiguous();
-  const auto ac = a.contiguous();
-  const auto zc = zx.contiguous();
   const auto pc = packed.contiguous();
   const auto sc = sz.contiguous();
   const auto xsum = xc.view({m, k / group_size, group_size}).sum(-1, false, at::kInt).contiguous();
   auto out = at::empty({m, n}, xq.options().dtype(at::kFloat));
-  const Problem p{xc.data_ptr<int8_t>(), ac.data_ptr<float>(), zc.data_ptr<int32_t>(), xsum.data_ptr<int32_t>(),
+  const Problem p{xc.data_ptr<int8_t>(), a.data_ptr<float>(), zx.data_ptr<int32_t>(), xsum.data_ptr<int32_t>(),
                   pc.data_ptr<uint8_t>(), reinterpret_cast<const uint16_t*>(sc.data_ptr<at::BFloat16>()),
                   out.data_ptr<float>(), m, k, n, group_size};
   at::parallel_for(0, n / kBlockN, 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) run_block(p, b);
   });
-  return out;
+  return out_dtype == at::kFloat ? out : out.to(out_dtype);
 }
 
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(torchao_cpp, m) {
-  m.def("int8_dynamic_int4_mm(Tensor xq, Tensor a, Tensor zx, Tensor packed, int group_size, Tensor sz) -> Tensor");
-}
-
-TORCH_LIBRARY_IMPL(torchao_cpp, CPU, m) { m.impl("int8_dynamic_int4_mm", &int8_dynamic_int4_mm); }
+// the schema is defined in torchao/kernels/cpu.py (with the fake and a loader for processes without this library)
+TORCH_LIBRARY_IMPL(torchao, CPU, m) { m.impl("int8_dynamic_int4_mm_cpu", &int8_dynamic_int4_mm); }

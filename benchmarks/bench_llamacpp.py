@@ -1,0 +1,227 @@
+"""llama.cpp against torchao on the same random-weight Llama, in one process run: decode and prefill tokens/s,
+the weight bytes read per second, and the machine's read bandwidth measured in the same run.
+
+    pip install -e '.[llama_cpp]'      # builds llama.cpp from source (about 10 minutes on 2 cores)
+    python benchmarks/bench_llamacpp.py [--shape 1b|small] [--threads 2] [--tokens 64] [--prefill 128 512]
+
+The model is benchmarks/llama.py's Llama with seeded random weights (--shape 1b: TinyLlama-1.1B's shape).
+llama.cpp gets the same weights as GGUF files written by torchao's ``save_gguf`` (BF16, and the block Linear
+layers as Q8_0 / Q4_0); torchao runs its configs on the same block Linear layers (lm_head stays bf16 in both).
+Decode: greedy, batch 1 (and batch 8 for torchao), after a 128-token prompt, compiled (one graph per config;
+dynamo's recompile limit raises instead of silently running eager). Prefill: one forward of --prefill tokens.
+GB/s: weight bytes read per decode step (embeddings excluded) x steps/s; "of bw": against the read bandwidth
+of a 1 GiB ``torch.sum`` measured in this run. Both use --threads threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from generate import COMPILE_OPTIONS, RANDOM_SHAPES, generate  # noqa: E402
+from llama import Llama, LlamaArgs  # noqa: E402
+
+SHAPES = {**RANDOM_SHAPES, "small": dict(hidden_size=512, intermediate_size=1408, num_hidden_layers=4,
+                                         num_attention_heads=8, num_key_value_heads=4, vocab_size=4096)}
+PROMPT = 128
+
+
+def in_blocks(module, fqn: str) -> bool:
+    return isinstance(module, torch.nn.Linear) and fqn.startswith("model.layers.")
+
+
+def llama_cpp_formats():
+    """GGUF type -> the torchao config whose weights it holds exactly (None: bf16 as it is)."""
+    from torchao.quantization import IntxWeightOnlyConfig, Q4_0Config
+
+    return {"BF16": None, "Q8_0": IntxWeightOnlyConfig(8, 32), "Q4_0": Q4_0Config()}
+
+
+def torchao_configs():
+    """Our configs, by name (None: bf16 as it is)."""
+    from torchao.quantization import (
+        Int4WeightOnlyConfig,
+        Int8DynamicActivationInt4WeightConfig,
+        Int8DynamicActivationInt8WeightConfig,
+        Int8WeightOnlyConfig,
+    )
+
+    return {"bf16": None, "int8wo": Int8WeightOnlyConfig(), "int8dq": Int8DynamicActivationInt8WeightConfig(),
+            "int4wo-128": Int4WeightOnlyConfig(128), "8da4w-32": Int8DynamicActivationInt4WeightConfig(32)}
+
+
+def read_bandwidth() -> float:
+    """GB/s of ``torch.sum`` over 1 GiB of float32, best of 3."""
+    data = torch.ones(2**28)
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        data.sum()
+        best = min(best, time.perf_counter() - start)
+    return data.numel() * 4 / best / 1e9
+
+
+def random_llama(shape: str) -> Llama:
+    torch.manual_seed(0)
+    return Llama(LlamaArgs(max_position_embeddings=1024, **SHAPES[shape])).to(torch.bfloat16).eval()
+
+
+def placeholder_tokenizer(vocab_size: int):
+    """A byte-level BPE tokenizer of ``vocab_size`` tokens without merges: llama.cpp needs a vocabulary in the
+    GGUF to load it, and both engines are fed token ids directly."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {token: i for i, token in enumerate(alphabet + [f"<t{i}>" for i in range(vocab_size - len(alphabet))])}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    return PreTrainedTokenizerFast(tokenizer_object=backend)
+
+
+def as_transformers(model: Llama):
+    """The same weights in a transformers LlamaForCausalLM (what save_gguf reads)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    a = model.args
+    config = LlamaConfig(vocab_size=a.vocab_size, hidden_size=a.hidden_size, intermediate_size=a.intermediate_size,
+                         num_hidden_layers=a.num_hidden_layers, num_attention_heads=a.num_attention_heads,
+                         num_key_value_heads=a.num_key_value_heads, rms_norm_eps=a.rms_norm_eps,
+                         rope_theta=a.rope_theta, max_position_embeddings=a.max_position_embeddings,
+                         tie_word_embeddings=False)
+    hf = LlamaForCausalLM(config).to(torch.bfloat16).eval()
+    hf.load_state_dict(model.state_dict(), strict=False)
+    return hf
+
+
+def write_gguf(hf_model, config, directory: Path) -> Path:
+    from torchao.io.gguf_format import save_gguf
+    from torchao.quantization import quantize_
+
+    model = copy.deepcopy(hf_model)
+    if config is not None:
+        quantize_(model, config, filter_fn=in_blocks)
+    return save_gguf(model, directory, tokenizer=placeholder_tokenizer(model.config.vocab_size))
+
+
+def gguf_weight_bytes(path: Path) -> int:
+    """Bytes of the GGUF's tensors a decode step reads (all but the token embeddings)."""
+    from gguf import GGUFReader
+
+    return sum(int(t.n_bytes) for t in GGUFReader(str(path)).tensors if t.name != "token_embd.weight")
+
+
+def run_llama_cpp(path: Path, prompt: list, tokens: int, prefill: list, threads: int) -> dict:
+    from llama_cpp import Llama as LlamaCpp
+
+    llm = LlamaCpp(str(path), n_ctx=max(prefill + [len(prompt) + tokens]) + 8, n_batch=max(prefill + [len(prompt)]),
+                   n_threads=threads, n_threads_batch=threads, verbose=False)
+    try:
+        llm.eval(prompt)  # warm up
+        llm.reset()
+        llm.eval(prompt)
+        out = []
+        start = time.perf_counter()
+        for _ in range(tokens):
+            token = int(llm.scores[llm.n_tokens - 1].argmax())
+            out.append(token)
+            llm.eval([token])
+        decode = tokens / (time.perf_counter() - start)
+        rates = {}
+        for length in prefill:
+            llm.reset()
+            start = time.perf_counter()
+            llm.eval(list(range(1, length + 1)))
+            rates[length] = length / (time.perf_counter() - start)
+        return {"decode": decode, "prefill": rates, "tokens": out}
+    finally:
+        llm.close()
+
+
+def run_torchao(base: Llama, config, prompt: torch.Tensor, tokens: int, prefill: list, batch: int) -> dict:
+    from torchao.quantization import quantize_
+    from torchao.utils import weight_bytes
+
+    model = copy.deepcopy(base)
+    if config is not None:
+        quantize_(model, config, filter_fn=in_blocks)
+    torch._dynamo.reset()  # this config's graphs only; each shape below compiles once
+    step = torch.compile(model, fullgraph=True, dynamic=False, options=COMPILE_OPTIONS)
+    max_seq = max(prefill + [prompt.shape[1] + tokens])
+    result = {"weight_bytes": weight_bytes(model, skip_embeddings=True)}
+    for rows in (1, batch):
+        ids = prompt.expand(rows, -1).contiguous()
+        generate(model, step, ids, 4, max_seq)  # compile the decode step
+        _, tok_s, out = generate(model, step, ids, tokens, max_seq)
+        result[f"decode_{rows}"] = tok_s
+        if rows == 1:
+            result["tokens"] = out[0].tolist()
+    result["prefill"] = {}
+    with torch.no_grad():
+        for length in prefill:
+            ids = torch.arange(1, length + 1).reshape(1, -1)
+            model.setup_caches(1, max_seq)
+            step(ids, torch.arange(length))  # compile this length
+            model.setup_caches(1, max_seq)
+            start = time.perf_counter()
+            step(ids, torch.arange(length))
+            result["prefill"][length] = length / (time.perf_counter() - start)
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", default="1b", choices=sorted(SHAPES))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--prefill", type=int, nargs="*", default=[128, 512])
+    parser.add_argument("--batch", type=int, default=8, help="the larger decode batch (torchao)")
+    parser.add_argument("--engines", nargs="*", default=["llama.cpp", "torchao"], choices=["llama.cpp", "torchao"])
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    # several configs compile in this process: never let the recompile limit drop one to eager unnoticed
+    torch._dynamo.config.recompile_limit = 64
+    torch._dynamo.config.fail_on_recompile_limit_hit = True
+    bandwidth = read_bandwidth()
+    base = random_llama(args.shape)
+    prompt = torch.randint(1, base.args.vocab_size, (1, PROMPT), generator=torch.Generator().manual_seed(1))
+    rows = []
+    if "llama.cpp" in args.engines:
+        hf = as_transformers(base)
+        for kind, config in llama_cpp_formats().items():
+            with tempfile.TemporaryDirectory() as tmp:
+                path = write_gguf(hf, config, Path(tmp))
+                result = run_llama_cpp(path, prompt[0].tolist(), args.tokens, args.prefill, args.threads)
+                rows.append((f"llama.cpp {kind}", gguf_weight_bytes(path), result["decode"], None, result["prefill"]))
+            print(f"  measured llama.cpp {kind}", file=sys.stderr, flush=True)
+        del hf
+    if "torchao" in args.engines:
+        for name, config in torchao_configs().items():
+            r = run_torchao(base, config, prompt, args.tokens, args.prefill, args.batch)
+            rows.append((f"torchao {name}", r["weight_bytes"], r["decode_1"], r[f"decode_{args.batch}"], r["prefill"]))
+            print(f"  measured torchao {name}", file=sys.stderr, flush=True)
+    print(f"\n{args.shape} Llama shape, random weights, {args.threads} threads, torch {torch.__version__}; "
+          f"{args.tokens} greedy tokens after a {PROMPT}-token prompt; read bandwidth (1 GiB torch.sum) "
+          f"{bandwidth:.1f} GB/s\n")
+    prefill_cols = " | ".join(f"prefill {n} tok/s" for n in args.prefill)
+    print(f"| engine, format | weights MB | decode tok/s | GB/s | of bw | batch {args.batch} tok/s | {prefill_cols} |")
+    print("|---|---:|---:|---:|---:|---:|" + "---:|" * len(args.prefill))
+    for name, nbytes, decode, batched, prefill in rows:
+        gbs = nbytes * decode / 1e9
+        batch = "-" if batched is None else f"{batched:.1f} ({batched / decode:.1f}x)"
+        cells = " | ".join(f"{prefill[n]:.0f}" for n in args.prefill)
+        print(f"| {name} | {nbytes / 2**20:.0f} | {decode:.1f} | {gbs:.1f} | {gbs / bandwidth:.0%} | {batch} | {cells} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
