@@ -43,7 +43,7 @@ def llama_cpp_formats():
     """GGUF type -> the torchao config whose weights it holds exactly (None: bf16 as it is)."""
     from torchao.quantization import IntxWeightOnlyConfig, Q4_0Config
 
-    return {"BF16": None, "Q8_0": IntxWeightOnlyConfig(8, 32), "Q4_0": Q4_0Config()}
+    return {"BF16": None, "Q8_0": IntxWeightOnlyConfig(8, 32, sym=True), "Q4_0": Q4_0Config()}
 
 
 def torchao_configs():
@@ -76,14 +76,15 @@ def random_llama(shape: str) -> Llama:
 
 
 def placeholder_tokenizer(vocab_size: int):
-    """A byte-level BPE tokenizer of ``vocab_size`` tokens without merges: llama.cpp needs a vocabulary in the
+    """A byte-level BPE tokenizer of ``vocab_size`` tokens and one merge: llama.cpp needs a vocabulary in the
     GGUF to load it, and both engines are fed token ids directly."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {token: i for i, token in enumerate(alphabet + [f"<t{i}>" for i in range(vocab_size - len(alphabet))])}
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    merge = (alphabet[0], alphabet[1])  # llama.cpp wants at least one merge
+    tokens = alphabet + ["".join(merge)] + [f"<t{i}>" for i in range(vocab_size - len(alphabet) - 1)]
+    backend = Tokenizer(models.BPE(vocab={token: i for i, token in enumerate(tokens)}, merges=[merge]))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     return PreTrainedTokenizerFast(tokenizer_object=backend)
 
@@ -123,8 +124,10 @@ def gguf_weight_bytes(path: Path) -> int:
 def run_llama_cpp(path: Path, prompt: list, tokens: int, prefill: list, threads: int) -> dict:
     from llama_cpp import Llama as LlamaCpp
 
-    llm = LlamaCpp(str(path), n_ctx=max(prefill + [len(prompt) + tokens]) + 8, n_batch=max(prefill + [len(prompt)]),
-                   n_threads=threads, n_threads_batch=threads, verbose=False)
+    context = max(prefill + [len(prompt) + tokens]) + 8
+    # n_batch = n_ctx: every prefill is one batch, and llama-cpp-python keeps a logits row per position
+    llm = LlamaCpp(str(path), n_ctx=context, n_batch=context, n_threads=threads, n_threads_batch=threads,
+                   verbose=False)
     try:
         llm.eval(prompt)  # warm up
         llm.reset()
