@@ -185,7 +185,7 @@ def worker(args) -> None:
     quant_s = time.perf_counter() - start
     wbytes = weight_bytes(model, skip_embeddings=True)  # all processes together read the unsharded weights
     if mesh is not None:
-        model.parallelize(mesh)
+        model.parallelize(mesh, exact=args.tp_exact)
     ppl = perplexity(model, texts[2], 256, 4 if args.quick else 32) if texts and mesh is None else None
     lead = mesh is None or mesh.get_rank() == 0
     for mode in args.modes:
@@ -215,7 +215,8 @@ def run_variant(variant: str, args, tp: int = 1) -> list:
                                    "--master_addr", "127.0.0.1", "--master_port", str(free_port())]
     cmd = [sys.executable, *launcher, __file__, "--worker", variant, "--model", args.model, "--device", args.device,
            "--tokens", str(args.tokens),
-           "--batch", *map(str, args.batch), "--modes", *args.modes] + (["--quick"] if args.quick else [])
+           "--batch", *map(str, args.batch), "--modes", *args.modes] + (["--quick"] if args.quick else []) + (
+               ["--tp-exact"] if args.tp_exact else [])
     result = subprocess.run(cmd, capture_output=True, text=True)
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     if result.returncode != 0:
@@ -284,6 +285,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="few tokens and calibration samples (CI)")
     parser.add_argument("--tp", nargs="*", type=int, default=[1],
                         help=f"process counts for tensor parallelism (variants {', '.join(TP_VARIANTS)})")
+    parser.add_argument("--tp-exact", action="store_true",
+                        help="o_proj / down_proj sharded by output channels too: logits equal to one process's")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:

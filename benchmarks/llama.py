@@ -155,23 +155,29 @@ class Llama(nn.Module):
             raise ValueError(f"{path}: checkpoint lacks {sorted(missing)[:4]}")
         return model.to(dtype).eval()
 
-    def parallelize(self, mesh) -> None:
+    def parallelize(self, mesh, exact: bool = False) -> None:
         """Tensor parallelism over ``mesh`` (1-D): q/k/v, gate/up and lm_head split by output channels (each
         process keeps its heads and its KV cache of them), o_proj and down_proj by input channels with their
-        partial sums all-reduced, lm_head's logits gathered. Works before or after quantize_."""
-        from torch.distributed.tensor import Replicate
+        partial sums all-reduced, lm_head's logits gathered. Works before or after quantize_.
+
+        ``exact``: o_proj and down_proj split by output channels too (their inputs gathered first), so no
+        partial sums are added in bf16 and every logit equals the single process's, at the cost of two
+        all-gathers where one all-reduce was."""
+        from torch.distributed.tensor import Replicate, Shard
         from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
         n = mesh.size()
         if self.args.num_key_value_heads % n:
             raise ValueError(f"{self.args.num_key_value_heads} KV heads cannot be split over {n} processes")
+        gathered = ColwiseParallel(input_layouts=Shard(-1), output_layouts=Replicate())
+        reducing = gathered if exact else RowwiseParallel()
         plan = {"lm_head": ColwiseParallel(output_layouts=Replicate())}
         for i in range(self.args.num_hidden_layers):
-            plan.update({f"model.layers.{i}.{name}": style() for name, style in (
-                ("self_attn.q_proj", ColwiseParallel), ("self_attn.k_proj", ColwiseParallel),
-                ("self_attn.v_proj", ColwiseParallel), ("self_attn.o_proj", RowwiseParallel),
-                ("mlp.gate_proj", ColwiseParallel), ("mlp.up_proj", ColwiseParallel),
-                ("mlp.down_proj", RowwiseParallel))})
+            plan.update({f"model.layers.{i}.{name}": style for name, style in (
+                ("self_attn.q_proj", ColwiseParallel()), ("self_attn.k_proj", ColwiseParallel()),
+                ("self_attn.v_proj", ColwiseParallel()), ("self_attn.o_proj", reducing),
+                ("mlp.gate_proj", ColwiseParallel()), ("mlp.up_proj", ColwiseParallel()),
+                ("mlp.down_proj", reducing))})
         parallelize_module(self, mesh, plan)
         for block in self.model.layers:
             block.self_attn.heads //= n
