@@ -67,7 +67,7 @@ class TestTensorParallel(TestCase):
             cls.dcp_mismatch = load_resharded(f"{out}.int4wo-g32.dcp", CONFIGS["int8wo"])
 
     def cases(self):
-        return {k: v for k, v in self.results.items() if " " in k and not k.startswith(("llama", "sequence"))}
+        return {k: v for k, v in self.results.items() if " " in k and not k.startswith(("llama", "sequence", "exact"))}
 
     def test_every_config_in_both_orders(self):
         self.assertEqual(len(self.cases()), 10)
@@ -96,6 +96,12 @@ class TestTensorParallel(TestCase):
         for case, result in cases.items():
             self.assertEqual(result["output_shape"], [2, 4, 128], msg=case)
             self.assertLess(result["relative"], 0.01, msg=case)
+
+    def test_output_channel_plan_is_bit_exact(self):
+        """down_proj split by output channels with its input gathered (generate.py --tp-exact): no bf16
+        partial sums, the sharded MLP equals the unsharded quantized one bit for bit."""
+        for name in ("int8wo", "int4wo-g32", "q4_0"):
+            self.assertTrue(self.results[f"exact {name}"], msg=name)
 
     def test_replicate_and_a_cut_group(self):
         self.assertTrue(self.results["replicate"]["exact"])

@@ -119,6 +119,16 @@ def main(out_path):
                 out = model(tokens.chunk(2, dim=1)[dist.get_rank()])
             results[f"sequence {name} {order}"] = {"output_shape": list(out.shape),
                                                    "relative": relative(out, expected)}
+    # the exact plan (generate.py --tp-exact): down_proj split by output channels too, its input gathered:
+    # no partial sums, so the sharded MLP's output equals the unsharded one's bit for bit
+    exact_plan = {"up": ColwiseParallel(), "down": ColwiseParallel(input_layouts=Shard(-1), output_layouts=Replicate())}
+    for name in ("int8wo", "int4wo-g32", "q4_0"):
+        reference, model = MLP(), MLP()
+        quantize_(reference, CONFIGS[name])
+        quantize_(model, CONFIGS[name])
+        parallelize_module(model, mesh, exact_plan)
+        with torch.no_grad():
+            results[f"exact {name}"] = bool(torch.equal(full(model(x)), reference(x)))
     # Replicate: a broadcast of the inner tensors
     weight = Int4WeightOnlyConfig(32)(MLP().up.weight.detach())
     replicated = distribute_tensor(weight, mesh, [Replicate()]).to_local()
