@@ -80,6 +80,13 @@ class TestTensorParallel(TestCase):
         for case, result in self.cases().items():
             self.assertTrue(result["up_exact"], msg=case)
 
+    def test_shards_gather_back(self):
+        """full_tensor() / redistribute(Replicate()) of the sharded weights: the unsharded quantized weights, bit
+        for bit, when quantized before sharding (after sharding each shard has its own scales)."""
+        for case, result in self.cases().items():
+            if case.endswith("quantize-then-parallelize"):
+                self.assertEqual(result["gathered_exact"], [True, True], msg=case)
+
     def test_row_shards_within_bound(self):
         """RowwiseParallel adds bf16 partial sums across ranks (and quantizing after sharding gives each shard
         its own per-row scales, dynamic activations their own per-shard token scales): relative difference to

@@ -95,12 +95,16 @@ def main(out_path):
                 parallelize_module(model, mesh, PLAN)
                 quantize_(model, config)
             local = model.up.weight.to_local()
+            # the shards gathered back (all-gather of the inner tensors): the unsharded quantized weights
+            gathered = [model.up.weight.full_tensor(), model.down.weight.redistribute(placements=[Replicate()]).to_local()]
             with torch.no_grad():
                 out, up = full(model(x)), model.up(x)  # ColwiseParallel hands back this rank's columns
             rank, width = dist.get_rank(), up.shape[-1]
             results[f"{name} {order}"] = {
                 "local_type": type(local).__name__, "local_shape": list(local.shape),
                 "up_exact": bool(torch.equal(up, expected_up[:, rank * width:(rank + 1) * width])),
+                "gathered_exact": [bool(torch.equal(g.dequantize(), w.dequantize()))
+                                   for g, w in zip(gathered, (reference.up.weight, reference.down.weight))],
                 "relative": relative(out, expected)}
     # SequenceParallel: the input is split along the sequence (dim 1), each rank passes its tokens
     tokens = torch.randn(2, 8, 128, dtype=torch.bfloat16, generator=torch.Generator().manual_seed(2))

@@ -379,8 +379,35 @@ def _collective(func, types, args, kwargs):
     return args[0], work
 
 
+def _functional_all_gather(func, types, args, kwargs):
+    """``_c10d_functional.all_gather_into_tensor`` (DTensor's Shard -> Replicate, ``full_tensor()``): the
+    plain integers and the per-block scales / zero points of every rank joined along dim 0, in this tensor's
+    layout (each rank's packed bytes could not simply be concatenated), waited for at once."""
+    w, group_size, group_name = args[0], args[1], args[2]
+    int_data, scale, zero_point = w.get_plain()
+    grid = [n // b for n, b in zip(w.shape, w.spec.block_size)]
+
+    def gathered(t):
+        out = torch.ops._c10d_functional.all_gather_into_tensor(t.contiguous(), group_size, group_name)
+        return torch.ops._c10d_functional.wait_tensor(out)
+
+    return _rebuild(w, gathered(int_data), gathered(scale.reshape(grid)),
+                    None if zero_point is None else gathered(zero_point.reshape(grid)), w.spec.block_size)
+
+
+def _functional_wait(func, types, args, kwargs):
+    """wait_tensor / _wrap_tensor_autograd of a gathered quantized tensor: the gather above has already
+    waited, and the tensor is inference-only: nothing to do."""
+    return args[0]
+
+
 if torch.distributed.is_available():
+    import torch.distributed._functional_collectives  # noqa: F401  (defines _c10d_functional._wrap_tensor_autograd)
+
     implements(*(getattr(torch.ops.c10d, op).default for op in ("broadcast_", "scatter_", "allgather_")))(_collective)
+    implements(torch.ops._c10d_functional.all_gather_into_tensor.default)(_functional_all_gather)
+    implements(torch.ops._c10d_functional.wait_tensor.default,
+               torch.ops._c10d_functional._wrap_tensor_autograd.default)(_functional_wait)
 
 
 @implements(aten.is_pinned.default)
