@@ -222,6 +222,9 @@ def _load_then_call(name: str):
     calls go straight to C++ without Python) and call again; e.g. in a process running an exported program."""
 
     def call(*args):
+        if any(isinstance(a, torch.Tensor) and a.device.type != "cpu" for a in args):
+            raise RuntimeError(f"torchao::{name} runs on CPU tensors, got "
+                               f"{[a.device.type for a in args if isinstance(a, torch.Tensor)]}")
         if not cpp_kernels_available() or not torch._C._dispatch_has_kernel_for_dispatch_key(f"torchao::{name}", "CPU"):
             raise RuntimeError(f"torchao::{name} needs torchao's C++ CPU kernels, which did not build here "
                                "(see the warning above)")
