@@ -29,6 +29,7 @@ sys.path.insert(0, str(HERE))
 
 from generate import COMPILE_OPTIONS, RANDOM_SHAPES, generate  # noqa: E402
 from llama import Llama, LlamaArgs  # noqa: E402
+from llama_cpp_vs_torchao import decode_llama_cpp  # noqa: E402
 
 SHAPES = {**RANDOM_SHAPES, "small": dict(hidden_size=512, intermediate_size=1408, num_hidden_layers=4,
                                          num_attention_heads=8, num_key_value_heads=4, vocab_size=4096)}
@@ -130,22 +131,14 @@ def run_llama_cpp(path: Path, prompt: list, tokens: int, prefill: list, threads:
                    verbose=False)
     try:
         llm.eval(prompt)  # warm up
-        llm.reset()
-        llm.eval(prompt)
-        out = []
-        start = time.perf_counter()
-        for _ in range(tokens):
-            token = int(llm.scores[llm.n_tokens - 1].argmax())
-            out.append(token)
-            llm.eval([token])
-        decode = tokens / (time.perf_counter() - start)
+        decode = decode_llama_cpp(llm, torch.tensor(prompt), tokens)
         rates = {}
         for length in prefill:
             llm.reset()
             start = time.perf_counter()
             llm.eval(list(range(1, length + 1)))
             rates[length] = length / (time.perf_counter() - start)
-        return {"decode": decode, "prefill": rates, "tokens": out}
+        return {"decode": decode, "prefill": rates}
     finally:
         llm.close()
 
@@ -164,10 +157,7 @@ def run_torchao(base: Llama, config, prompt: torch.Tensor, tokens: int, prefill:
     for rows in (1, batch):
         ids = prompt.expand(rows, -1).contiguous()
         generate(model, step, ids, 4, max_seq)  # compile the decode step
-        _, tok_s, out = generate(model, step, ids, tokens, max_seq)
-        result[f"decode_{rows}"] = tok_s
-        if rows == 1:
-            result["tokens"] = out[0].tolist()
+        result[f"decode_{rows}"] = generate(model, step, ids, tokens, max_seq)[1]
     result["prefill"] = {}
     with torch.no_grad():
         for length in prefill:

@@ -4,8 +4,10 @@ every group size; the portable paths equal the VNNI paths; the linears pick them
 exported; a failed build falls back with one warning."""
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import unittest
 
@@ -33,6 +35,13 @@ def random_int4_weight(n, k, group, seed):
     dequantized = ((q.double() - 8).reshape(n, k // group, group) * scales.double().t().unsqueeze(-1)
                    + zeros.double().t().unsqueeze(-1)).reshape(n, k)
     return cpu_kernels.int4_cpu_pack(q), torch.stack([scales, zeros], -1), dequantized
+
+
+def temporary_directory(test: TestCase) -> str:
+    """A directory removed when ``test`` ends."""
+    directory = tempfile.mkdtemp()
+    test.addCleanup(shutil.rmtree, directory)
+    return directory
 
 
 def relative(a, b):
@@ -90,18 +99,11 @@ class TestInt8DynamicInt4Kernel(TestCase):
             env = {k: v for k, v in os.environ.items() if k != "TORCHAO_CPU_PORTABLE"}
             if portable:
                 env["TORCHAO_CPU_PORTABLE"] = "1"
-            path = os.path.join(self.tmp_dir(), f"out_{portable}.pt")
+            path = os.path.join(temporary_directory(self), f"out_{portable}.pt")
             subprocess.run([sys.executable, "-c", script, path], check=True, env=env, timeout=300)
             outputs.append(torch.load(path))
         self.assertLess(relative(outputs[1][0], outputs[0][0]), 1e-6)
         self.assertTrue(torch.equal(outputs[1][1], outputs[0][1]))  # one int32 sum per output: bit-equal
-
-    def tmp_dir(self):
-        import tempfile
-
-        directory = tempfile.mkdtemp()
-        self.addCleanup(__import__("shutil").rmtree, directory)
-        return directory
 
     def test_bad_shapes_are_named(self):
         packed, scales_and_zeros, _ = random_int4_weight(64, 64, 32, seed=0)
@@ -199,14 +201,12 @@ class TestEightDaFourWLinear(TestCase):
                 F.linear(x, q)
             print(sum("C++ CPU kernels could not be built" in str(w.message) for w in caught))
         """)
-        broken = os.path.join(self.tmp_dir(), "broken.cpp")
+        broken = os.path.join(temporary_directory(self), "broken.cpp")
         with open(broken, "w") as f:
             f.write("this is not C++\n")
         run = subprocess.run([sys.executable, "-c", script % broken], capture_output=True, text=True, timeout=300)
         self.assertEqual(run.returncode, 0, run.stderr[-2000:])
         self.assertEqual(run.stdout.split("\n")[:2], ["fake_quantized_activation (3, 64)", "1"])
-
-    tmp_dir = TestInt8DynamicInt4Kernel.tmp_dir
 
 
 if __name__ == "__main__":

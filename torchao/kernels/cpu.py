@@ -1,5 +1,5 @@
 """CPU matmul kernels for quantized weights: thin wrappers of PyTorch's own aten CPU kernels, and our C++
-kernel for int8 activations x int4 weights (``csrc/``, built on first use by ``cpp_build``).
+kernels for int8 activations x int4 / int8 weights (``csrc/``, built on first use by ``cpp_build``).
 
 The wrappers pick a kernel and a compute dtype by batch size M and are registered as ``torchao::*``
 ops, so export and AOTInductor show them by name. The weight-only ones are opaque custom ops (Inductor's

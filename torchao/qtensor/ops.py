@@ -184,14 +184,13 @@ def _write_into_whole(whole: AffineQuantizedTensor, dim: int, start: int, end: i
     int_data, scale, zero_point = (None if t is None else t.clone() for t in whole.get_plain())
     part_int, part_scale, part_zero = part.get_plain()
     block, size = whole.spec.block_size[dim], whole.shape[dim]
-    blocks = [n // b for n, b in zip(whole.shape, whole.spec.block_size)]
     shared = block == size and end - start < size
     pieces = _shared_block_pieces(whole, dim, start, end, part_scale, part_zero) if shared else None
     int_data.narrow(dim, start, end - start).copy_(part_int)
     first, count = (0, 1) if shared else (start // block, -(-(end - start) // block))
     for whole_q, part_q in ((scale, part_scale), (zero_point, part_zero)):
         if whole_q is not None:
-            whole_q = whole_q.reshape(blocks)
+            whole_q = _on_block_grid(whole, whole_q)
             whole_q.narrow(dim, first, count).copy_(part_q.reshape(whole_q.narrow(dim, first, count).shape))
     _copy_(aten.copy_.default, (), (whole, _rebuild(whole, int_data, scale, zero_point, whole.spec.block_size)), {})
     whole._shared_block_pieces = pieces
@@ -214,6 +213,11 @@ def _shared_block_pieces(whole, dim, start, end, scale, zero_point):
 
 
 # ---- views and slices (through the plain integers, so every layout supports them) ------------------
+
+
+def _on_block_grid(w: AffineQuantizedTensor, qparams: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """``w``'s scale or zero point shaped as its grid of blocks (one entry per block along every dim)."""
+    return None if qparams is None else qparams.reshape([n // b for n, b in zip(w.shape, w.spec.block_size)])
 
 
 def _rebuild(w: AffineQuantizedTensor, int_data, scale, zero_point, block_size) -> AffineQuantizedTensor:
@@ -268,12 +272,9 @@ def _slice(func, types, args, kwargs):
             f"of a quantized tensor of shape {tuple(w.shape)}"
         )
     int_data, scale, zero_point = w.get_plain()
-    blocks = [n // b for n, b in zip(s.shape, s.block_size)]
 
     def slice_qparams(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-        if t is None:
-            return None
-        return t.reshape(blocks).narrow(dim, start // block, -(-(end - start) // block))
+        return None if t is None else _on_block_grid(w, t).narrow(dim, start // block, -(-(end - start) // block))
 
     new_block = list(s.block_size)
     new_block[dim] = min(block, end - start)
@@ -335,13 +336,9 @@ def _cat(func, types, args, kwargs):
         raise NotImplementedError(f"cat along dim {dim}: the quantized tensors differ in format or block size "
                                   f"({[p.spec for p in parts]})")
     plains = [p.get_plain() for p in parts]
-
-    def blocks(p, t):
-        return t.reshape([n // b for n, b in zip(p.shape, p.spec.block_size)])
-
     int_data = torch.cat([ints for ints, _, _ in plains], dim)
-    scale = torch.cat([blocks(p, s) for p, (_, s, _) in zip(parts, plains)], dim)
-    zero = None if plains[0][2] is None else torch.cat([blocks(p, z) for p, (_, _, z) in zip(parts, plains)], dim)
+    scale = torch.cat([_on_block_grid(p, s) for p, (_, s, _) in zip(parts, plains)], dim)
+    zero = None if plains[0][2] is None else torch.cat([_on_block_grid(p, z) for p, (_, _, z) in zip(parts, plains)], dim)
     return _rebuild(first, int_data, scale, zero, first.spec.block_size)
 
 
@@ -385,14 +382,15 @@ def _functional_all_gather(func, types, args, kwargs):
     layout (each rank's packed bytes could not simply be concatenated), waited for at once."""
     w, group_size, group_name = args[0], args[1], args[2]
     int_data, scale, zero_point = w.get_plain()
-    grid = [n // b for n, b in zip(w.shape, w.spec.block_size)]
 
     def gathered(t):
+        if t is None:
+            return None
         out = torch.ops._c10d_functional.all_gather_into_tensor(t.contiguous(), group_size, group_name)
         return torch.ops._c10d_functional.wait_tensor(out)
 
-    return _rebuild(w, gathered(int_data), gathered(scale.reshape(grid)),
-                    None if zero_point is None else gathered(zero_point.reshape(grid)), w.spec.block_size)
+    return _rebuild(w, gathered(int_data), gathered(_on_block_grid(w, scale)),
+                    gathered(_on_block_grid(w, zero_point)), w.spec.block_size)
 
 
 def _functional_wait(func, types, args, kwargs):
