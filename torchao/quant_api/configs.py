@@ -16,7 +16,7 @@ from torchao.qtensor import AffineQuantizedTensor, MappingType, ZeroPointDomain,
 from torchao.qtensor.layouts import QuantSpec, best_layout, layout_name
 from torchao.qtensor.primitives import FLOAT8_DTYPES
 from torchao.quant_api.hqq import hqq_quantize
-from torchao.quant_api.weight_format import IntFormat, quantized_weight
+from torchao.quant_api.weight_format import IntFormat, fastest_layout, quantized_weight
 
 __all__ = [
     "AOBaseConfig",
@@ -141,7 +141,7 @@ class Int4WeightOnlyConfig(WeightConfig):
     Values 0..15. ``zero_point_domain=ZeroPointDomain.FLOAT`` (default): a float zero point,
     x = (q - 8) * scale + zero_point, the form of the int4 kernels; ``ZeroPointDomain.INT``: an integer
     zero point, x = (q - z) * scale, the form GPTQ-style checkpoints store (also run by the int4 kernels).
-    ``use_hqq``: HQQ-optimized scale and integer zero point. layout: None or ``TensorCoreTiledLayout()``
+    ``use_hqq``: HQQ-optimized scale and zero point (of ``zero_point_domain``'s kind). layout: None or ``TensorCoreTiledLayout()``
     picks the fastest layout for the weight's device ("int4_cpu" on CPU when out_features % 16 == 0,
     else "int4_packed"); or give one (a name, a Layout class or instance).
     """
@@ -157,8 +157,6 @@ class Int4WeightOnlyConfig(WeightConfig):
         if self.zero_point_domain not in (ZeroPointDomain.FLOAT, ZeroPointDomain.INT):
             raise ValueError(f"Int4WeightOnlyConfig: zero_point_domain must be ZeroPointDomain.FLOAT or INT, "
                              f"got {self.zero_point_domain!r}")
-        if self.use_hqq and self.zero_point_domain != ZeroPointDomain.INT:
-            object.__setattr__(self, "zero_point_domain", ZeroPointDomain.INT)  # HQQ keeps integer zero points
 
     def _spec(self, weight) -> QuantSpec:
         return _int4_spec(weight, self.group_size, torch.uint4, 0, 15, self.zero_point_domain)
@@ -175,9 +173,10 @@ class Int4WeightOnlyConfig(WeightConfig):
         layout = self.layout or best_layout(self._spec(weight), weight.device, "int4_packed")
         if self.use_hqq:
             fmt = IntFormat.for_bits(4)
-            q, scale, zero = hqq_quantize(weight, fmt, self.group_size, optimize_scale=True)
+            float_zero = self.zero_point_domain == ZeroPointDomain.FLOAT
+            q, scale, zero = hqq_quantize(weight, fmt, self.group_size, integer_zero=not float_zero)
             return quantized_weight(q.to(fmt.storage_dtype), scale.to(weight.dtype), zero, fmt, self.group_size,
-                                    weight.dtype, layout)
+                                    weight.dtype, layout, float_zero=float_zero)
         integer_zero = self.zero_point_domain == ZeroPointDomain.INT
         return AffineQuantizedTensor.from_float(
             weight, MappingType.ASYMMETRIC, (1, self.group_size), torch.uint4, eps=scale_floor(weight.dtype),
@@ -262,9 +261,12 @@ class IntxWeightOnlyConfig(WeightConfig):
 
     Linear weights (N, K): groups of ``group_size`` input features (None or -1: one group per row, i.e. per
     channel; 0 and other non-positive values are refused); <= 4 bits use the int4 kernel layouts. Convolution weights (O, I, *kernel): per output channel, or groups of ``group_size``
-    input channels (with the whole kernel window), densely bit-packed below 8 bits. Asymmetric with an
-    integer zero point, or ``sym``. ``use_hqq``: optimize the scale (``hqq_scale``) and the integer zero
-    point with HQQ (asymmetric, 2-D); per group never worse than round-to-nearest in squared weight error.
+    input channels (with the whole kernel window), densely bit-packed below 8 bits. Asymmetric, or ``sym``.
+    ``use_hqq``: optimize the scale (``hqq_scale``) and the zero point with HQQ and least squares
+    (asymmetric, 2-D); per group never worse than round-to-nearest in squared weight error.
+    ``zero_point_domain``: ``ZeroPointDomain.INT`` (an integer zero point, x = (q - z) * scale, the form of
+    GPTQ-style checkpoints; the default without HQQ) or ``ZeroPointDomain.FLOAT`` (a float offset, the
+    default with HQQ: lower weight error, see ``quant_api/hqq.py``); symmetric weights have none.
     """
 
     bits: int = 4
@@ -272,22 +274,30 @@ class IntxWeightOnlyConfig(WeightConfig):
     sym: bool = False
     use_hqq: bool = False
     hqq_scale: bool = True
+    zero_point_domain: Optional[ZeroPointDomain] = None
 
     def __post_init__(self):
-        IntFormat.for_bits(self.bits, self.sym)
+        fmt = IntFormat.for_bits(self.bits, self.sym)
         _check_group_size(self, per_channel_ok=True)
         if self.group_size == -1:
             object.__setattr__(self, "group_size", None)
         if self.use_hqq and self.sym:
             raise ValueError("IntxWeightOnlyConfig: HQQ optimizes a zero point, so use_hqq=True needs sym=False")
+        if self.zero_point_domain is None:
+            default = ZeroPointDomain.FLOAT if self.use_hqq else fmt.zero_point_domain
+            object.__setattr__(self, "zero_point_domain", default)
+        allowed = (fmt.zero_point_domain,) if self.sym else (ZeroPointDomain.INT, ZeroPointDomain.FLOAT)
+        if self.zero_point_domain not in allowed:
+            raise ValueError(f"IntxWeightOnlyConfig: zero_point_domain must be one of {list(allowed)} with "
+                             f"sym={self.sym}, got {self.zero_point_domain!r}")
 
     def unsupported_reason(self, weight):
         if isinstance(weight, AffineQuantizedTensor):
             return "already quantized"
         if not weight.is_floating_point() or weight.dim() < 2:
             return f"needs a float weight of 2 or more dims, got {tuple(weight.shape)} {weight.dtype}"
-        if weight.dim() > 2 and self.use_hqq:
-            return "HQQ is implemented for 2-D (Linear / Embedding) weights"
+        if weight.dim() > 2 and (self.use_hqq or self.zero_point_domain == ZeroPointDomain.FLOAT):
+            return "HQQ and float zero points are implemented for 2-D (Linear / Embedding) weights"
         if self.group_size and weight.shape[1] % self.group_size:
             unit = "in_features" if weight.dim() == 2 else "input channels"
             return f"{unit} {weight.shape[1]} is not divisible by group_size {self.group_size}"
@@ -303,16 +313,18 @@ class IntxWeightOnlyConfig(WeightConfig):
                 zero_point_dtype=torch.int32,
                 zero_point_domain=fmt.zero_point_domain, layout="bitpacked" if self.bits < 8 else "plain",
             )
+        float_zero = self.zero_point_domain == ZeroPointDomain.FLOAT
         if self.use_hqq:
-            q, scale, zero = hqq_quantize(weight, fmt, group, optimize_scale=self.hqq_scale)
-            return quantized_weight(q.to(fmt.storage_dtype), scale.to(weight.dtype), zero, fmt, group, weight.dtype)
+            q, scale, zero = hqq_quantize(weight, fmt, group, optimize_scale=self.hqq_scale, integer_zero=not float_zero)
+            return quantized_weight(q.to(fmt.storage_dtype), scale.to(weight.dtype), zero, fmt, group, weight.dtype,
+                                    float_zero=float_zero)
         plain = AffineQuantizedTensor.from_float(
             weight, fmt.mapping_type, (1, group), fmt.target_dtype, fmt.quant_min, fmt.quant_max,
-            eps=scale_floor(weight.dtype),
-            scale_dtype=weight.dtype, zero_point_dtype=torch.int32, zero_point_domain=fmt.zero_point_domain,
+            eps=scale_floor(weight.dtype), scale_dtype=weight.dtype,
+            zero_point_dtype=weight.dtype if float_zero else torch.int32, preserve_zero=not float_zero,
+            zero_point_domain=self.zero_point_domain,
         )
-        int_data, scale, zero_point = plain.get_plain()
-        return quantized_weight(int_data, scale, zero_point, fmt, group, weight.dtype)
+        return plain.relayout(fastest_layout(plain.spec, weight.device))
 
 
 @dataclass(frozen=True)
@@ -376,8 +388,8 @@ class Float8DynamicActivationFloat8WeightConfig(WeightConfig):
 
 
 def intx_weight_only(bits: int = 4, group_size: Optional[int] = 128, sym: bool = False, use_hqq: bool = False,
-                     hqq_scale: bool = True) -> IntxWeightOnlyConfig:
-    return IntxWeightOnlyConfig(bits, group_size, sym, use_hqq, hqq_scale)
+                     hqq_scale: bool = True, zero_point_domain: Optional[ZeroPointDomain] = None) -> IntxWeightOnlyConfig:
+    return IntxWeightOnlyConfig(bits, group_size, sym, use_hqq, hqq_scale, zero_point_domain)
 
 
 def int8_weight_only(group_size: Optional[int] = None) -> Int8WeightOnlyConfig:

@@ -1,23 +1,23 @@
-"""HQQ (half-quadratic quantization, Badri & Shaji 2023): calibration-free zero points (and scales).
+"""HQQ (half-quadratic quantization, Badri & Shaji 2023) and a least-squares finish: calibration-free
+scales and zero points that lower the weight's reconstruction error.
 
-Minimizes sum |W - dequant(quant(W))|^p (p < 1, robust to outliers) over the zero point by splitting
-with an auxiliary error term E and alternating two closed-form steps per group:
+Per group of ``g`` input features, W ~ (q - z) * s with codes q = clamp(round(W / s + z)). Two steps
+alternate, both closed-form fits of (s, z) for fixed codes followed by re-rounding:
 
-    E <- shrink_p(W - W_r, beta)                       (generalized soft threshold)
-    z <- round(mean(q - (W - E) / s))                   (zero point in "q space")
-    q <- clamp(round(W / s + z)), beta <- kappa * beta
+* half-quadratic steps (the paper): fit (s, z) to W - E, where E = shrink_p(W - W_r, beta) is the
+  generalized soft threshold of the current error (p < 1: robust to outliers), beta <- kappa * beta;
+* least-squares steps (p = 2): fit (s, z) to W itself, i.e. W ~ s * q + b by linear regression, which
+  can only lower the squared error (the fit is optimal for fixed codes, rounding is optimal for fixed
+  (s, z)), and leaves each group's error with zero mean.
 
-Two choices differ from the paper's float zero point, for model quality:
-
-* the zero point stays an integer and the start is round-to-nearest's (range widened to contain 0), so
-  the grid always holds 0 exactly. On all-MiniLM-L6-v2 a float zero point alone (no HQQ step at all)
-  costs more embedding cosine than HQQ gains (W3G128 0.770 vs 0.813 for round-to-nearest), although it
-  lowers every layer's weight error;
-* per group the iterate with the lowest squared weight error is kept, round-to-nearest included, so no
-  group (and no layer) ends worse than round-to-nearest by that measure.
-
-``optimize_scale`` also rescales s by least squares between the grid and W - E each step. The result is
-W ~ (q - z) * s with integer z, the form of the int4 kernels and of GPTQ-style checkpoints.
+They run from round-to-nearest's min-max grid, from two clipped grids (90% and 80% of the range), and
+from the half-quadratic result; per group the iterate with the lowest squared error is kept, round-to-
+nearest's grids included, so no group ends worse than round-to-nearest. By default the zero point is a float (ZeroPointDomain.FLOAT, the form
+of the int4 kernels): with 2^b levels a grid that must hold 0 exactly wastes part of a level, and the
+reference ``hqq`` package (float zero point, zero-only half-quadratic steps) beats an integer zero point
+in weight error at 4 bits. ``integer_zero=True`` keeps z an integer (the form of GPTQ-style checkpoints):
+it is rounded after every fit and s re-fitted. Measured in ``benchmarks/hqq_vs_reference.py`` and
+``benchmarks/eval_quality.py`` (RESULTS.md).
 """
 
 from __future__ import annotations
@@ -31,9 +31,76 @@ from torchao.quant_api.weight_format import IntFormat
 
 __all__ = ["hqq_quantize", "choose_qparams_and_quantize_affine_hqq"]
 
+CLIP_RATIOS = (1.0, 0.9, 0.8)  # starting grids: the full range (round-to-nearest's), then clipped
+_TINY = torch.finfo(torch.float32).tiny
+
 
 def _shrink(x: torch.Tensor, beta: float, p: float) -> torch.Tensor:
+    """The l_p proximal operator (generalized soft threshold) of the paper, elementwise."""
     return torch.sign(x) * torch.relu(x.abs() - (1.0 / beta) * x.abs().clamp(min=1e-8).pow(p - 1))
+
+
+class _BestPerGroup:
+    """The lowest-squared-error (q, s, z) seen so far for each row of ``w`` (G, g)."""
+
+    def __init__(self, w: torch.Tensor, q: torch.Tensor, s: torch.Tensor, z: torch.Tensor):
+        self.w = w
+        self.q, self.s, self.z = q, s, z
+        self.err = self.error(q, s, z)
+
+    def error(self, q, s, z) -> torch.Tensor:
+        return (self.w - (q - z) * s).pow(2).sum(1, keepdim=True)
+
+    def offer(self, q, s, z) -> None:
+        err = self.error(q, s, z)
+        better = err < self.err
+        self.err = torch.where(better, err, self.err)
+        self.q, self.s, self.z = (torch.where(better, new, old) for new, old in ((q, self.q), (s, self.s), (z, self.z)))
+
+
+class _Grid:
+    """Fits and rounding for one weight's groups ``w`` (G, g) float32 in ``fmt``."""
+
+    def __init__(self, w: torch.Tensor, fmt: IntFormat, integer_zero: bool, fit_scale: bool):
+        self.w, self.qmin, self.qmax = w, fmt.quant_min, fmt.quant_max
+        self.integer_zero, self.fit_scale = integer_zero, fit_scale
+
+    def codes(self, s: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The nearest codes (as floats): quantize_affine's rounding for integer zero points."""
+        if self.integer_zero:
+            return round_to_grid(self.w, s, z, self.qmin, self.qmax)
+        return torch.clamp(torch.round(self.w / s + z), self.qmin, self.qmax)
+
+    def min_max(self, ratio: float, integer_zero: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(s, z) (G, 1) spanning ``ratio`` of each group's range about its middle; with an integer zero
+        point the range is first widened to hold 0 (at ratio 1: round-to-nearest's grid)."""
+        lo, hi = self.w.amin(1, keepdim=True), self.w.amax(1, keepdim=True)
+        if integer_zero:
+            lo, hi = lo.clamp(max=0), hi.clamp(min=0)
+        mid, half = (hi + lo) / 2, (hi - lo) * ratio / 2
+        s = (2 * half / (self.qmax - self.qmin)).clamp(min=_TINY)
+        z = self.qmin - (mid - half) / s
+        if integer_zero:
+            z = torch.clamp(torch.round(z), self.qmin, self.qmax)
+        return s, z
+
+    def fit(self, target: torch.Tensor, q: torch.Tensor, s: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Least-squares (s, z) with target ~ (q - z) * s for fixed codes q (s kept where the codes of a
+        group are all equal, or when scales are not fitted)."""
+        if self.fit_scale:
+            qc = q - q.mean(1, keepdim=True)
+            spread = qc.pow(2).sum(1, keepdim=True)
+            fitted = (qc * target).sum(1, keepdim=True) / spread.clamp(min=1e-12)
+            s = torch.where((spread > 0) & (fitted > 0), fitted, s)
+        z = (q - target / s).mean(1, keepdim=True)
+        if self.integer_zero:
+            z = torch.clamp(torch.round(z), self.qmin, self.qmax)
+            if self.fit_scale:
+                c = q - z
+                spread = c.pow(2).sum(1, keepdim=True)
+                fitted = (c * target).sum(1, keepdim=True) / spread.clamp(min=1e-12)
+                s = torch.where((spread > 0) & (fitted > 0), fitted, s)
+        return s, z
 
 
 def hqq_quantize(
@@ -44,49 +111,47 @@ def hqq_quantize(
     p: float = 0.7,
     beta: float = 10.0,
     kappa: float = 1.01,
-    optimize_scale: bool = False,
+    optimize_scale: bool = True,
+    integer_zero: bool = False,
+    refine_iters: int = 10,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """HQQ on ``weight`` (N, K), groups of ``group_size`` along K, asymmetric ``fmt``.
+    """HQQ + least squares on ``weight`` (N, K), groups of ``group_size`` along K, asymmetric ``fmt``.
 
-    Returns (q (N, K) int32 in [quant_min, quant_max], scale (N, K // g) float32, zero (N, K // g) float32
-    holding integers in [quant_min, quant_max]) with W ~ (q - zero) * scale; per group the squared error
-    is at most round-to-nearest's.
+    ``iters`` half-quadratic steps (``p``, ``beta``, ``kappa`` as in the paper), then up to
+    ``refine_iters`` least-squares steps from each start. ``optimize_scale=False``: the scale stays
+    round-to-nearest's and only the zero point moves (the paper's setting, the clipped starts skipped).
+
+    Returns (q (N, K) int32 in [quant_min, quant_max], scale (N, K // g) float32 > 0, zero (N, K // g)
+    float32; integers in [quant_min, quant_max] when ``integer_zero``) with W ~ (q - zero) * scale; per
+    group the squared error is at most round-to-nearest's (with an integer zero point, and with a float
+    one unless ``integer_zero``).
     """
     if fmt.sym:
         raise ValueError("HQQ optimizes a zero point: use an asymmetric format")
     n, k = weight.shape
     w = weight.detach().to(torch.float32).reshape(n * k // group_size, group_size)
-    qmin, qmax = fmt.quant_min, fmt.quant_max
-    lo, hi = w.amin(1, keepdim=True).clamp(max=0), w.amax(1, keepdim=True).clamp(min=0)
-    scale = ((hi - lo) / (qmax - qmin)).clamp(min=torch.finfo(torch.float32).tiny)
-    zero = torch.clamp(qmin - torch.round(lo / scale), qmin, qmax)
-
-    def quant(s, z):
-        return round_to_grid(w, s, z, qmin, qmax)
-
-    def error(q, s, z):
-        return (w - (q - z) * s).pow(2).sum(1, keepdim=True)
-
-    q = quant(scale, zero)
-    best_err = error(q, scale, zero)
-    best = (q, scale, zero)
+    grid = _Grid(w, fmt, integer_zero, optimize_scale)
+    starts = [grid.min_max(ratio, integer_zero) for ratio in (CLIP_RATIOS if optimize_scale else CLIP_RATIOS[:1])]
+    s, z = starts[0]
+    q = grid.codes(s, z)
+    best = _BestPerGroup(w, q, s, z)
+    if not integer_zero:  # an integer zero point is a float one too: never worse than either rounding
+        best.offer(grid.codes(*grid.min_max(1.0, True)), *grid.min_max(1.0, True))
     for _ in range(iters):
-        e = _shrink(w - (q - zero) * scale, beta, p)
-        target = w - e
-        if optimize_scale:
-            centered = q - (q.mean(1, keepdim=True))
-            scale = ((centered * (target - target.mean(1, keepdim=True))).sum(1, keepdim=True)
-                     / centered.pow(2).sum(1, keepdim=True).clamp(min=1e-12)).clamp(min=torch.finfo(torch.float32).tiny)
-        zero = torch.clamp(torch.round((q - target / scale).mean(1, keepdim=True)), qmin, qmax)
-        q = quant(scale, zero)
+        s, z = grid.fit(w - _shrink(w - (q - z) * s, beta, p), q, s)
+        q = grid.codes(s, z)
+        best.offer(q, s, z)
         beta *= kappa
-        err = error(q, scale, zero)
-        better = err < best_err
-        best_err = torch.where(better, err, best_err)
-        best = tuple(torch.where(better, new, old) for new, old in zip((q, scale, zero), best))
-    q, scale, zero = best
+    for s, z in starts + [(best.s, best.z)]:
+        q = grid.codes(s, z)
+        for _ in range(refine_iters):
+            s, z = grid.fit(w, q, s)
+            q, previous = grid.codes(s, z), q
+            best.offer(q, s, z)
+            if torch.equal(q, previous):
+                break
     groups = k // group_size
-    return q.reshape(n, k).to(torch.int32), scale.reshape(n, groups), zero.reshape(n, groups)
+    return best.q.reshape(n, k).to(torch.int32), best.s.reshape(n, groups), best.z.reshape(n, groups)
 
 
 def choose_qparams_and_quantize_affine_hqq(tensor: torch.Tensor, nbits: int = 4, group_size: int = 64,
@@ -94,13 +159,14 @@ def choose_qparams_and_quantize_affine_hqq(tensor: torch.Tensor, nbits: int = 4,
                                            compute_dtype: torch.dtype = torch.float16, device=None,
                                            verbose: bool = False, raw_output: bool = False):
     """The seed era's HQQ primitive: (W_q uint8 (N, K), scale, zero (N, K // group_size) in
-    ``compute_dtype``, shape) with W ~ (W_q - zero) * scale; ``optimize=False`` is round-to-nearest.
-    Groups run along the input dimension (``axis=1``, the only one supported); ``verbose`` and
-    ``raw_output`` are accepted for the old signature."""
+    ``compute_dtype``, shape) with W ~ (W_q - zero) * scale (a float zero point); ``optimize=False`` is
+    round-to-nearest. Groups run along the input dimension (``axis=1``, the only
+    one supported); ``verbose`` and ``raw_output`` are accepted for the old signature."""
     del verbose, raw_output
     if axis != 1:
         raise ValueError(f"choose_qparams_and_quantize_affine_hqq: only axis=1 (groups along in_features), got {axis}")
     weight = tensor if device is None else tensor.to(device)
     fmt = IntFormat.for_bits(nbits)
-    q, scale, zero = hqq_quantize(weight, fmt, group_size, iters=20 if optimize else 0, optimize_scale=optimize)
+    steps = dict(iters=20, refine_iters=10) if optimize else dict(iters=0, refine_iters=0)
+    q, scale, zero = hqq_quantize(weight, fmt, group_size, optimize_scale=optimize, **steps)
     return q.to(torch.uint8), scale.to(compute_dtype), zero.to(compute_dtype), tuple(tensor.shape)

@@ -69,7 +69,7 @@ def _weight_only_int_config(spec: QuantSpec) -> AOBaseConfig:
         return Int8WeightOnlyConfig(_group(spec))
     if spec.target_dtype == torch.uint4 and (spec.quant_min, spec.quant_max) == (0, 15) and spec.group_size:
         return Int4WeightOnlyConfig(spec.group_size, zero_point_domain=spec.zero_point_domain)
-    return IntxWeightOnlyConfig(spec.bits, _group(spec), sym=sym)
+    return IntxWeightOnlyConfig(spec.bits, _group(spec), sym=sym, zero_point_domain=spec.zero_point_domain)
 
 
 def config_for_spec(spec: QuantSpec) -> AOBaseConfig:

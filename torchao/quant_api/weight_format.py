@@ -15,7 +15,7 @@ from torchao.qtensor import AffineQuantizedTensor, MappingType, ZeroPointDomain
 from torchao.qtensor.layouts import QuantSpec, best_layout, can_hold
 from torchao.qtensor.primitives import round_to_grid, storage_dtype
 
-__all__ = ["IntFormat", "quantized_weight"]
+__all__ = ["IntFormat", "fastest_layout", "quantized_weight"]
 
 
 @dataclass(frozen=True)
@@ -81,17 +81,32 @@ def quantized_weight(
     dtype: torch.dtype,
     layout: Optional[str] = None,
     act_quant: Optional[str] = None,
+    float_zero: bool = False,
 ) -> AffineQuantizedTensor:
     """An (N, K) AffineQuantizedTensor from integers computed elsewhere, in ``layout`` or else the fastest
     layout for the device (the CPU int4 kernel / the packed Triton layout for <= 4 bits, plain otherwise).
 
-    zero_point: integers (any dtype) for asymmetric formats, None for symmetric ones; act_quant: a dynamic
-    activation quantizer's name (None: weight-only)."""
-    domain = fmt.zero_point_domain
-    zp = None if fmt.sym else zero_point.round().to(torch.int32)
+    Values are (int_data - zero_point) * scale. zero_point: None for symmetric formats; for asymmetric
+    ones integers (any dtype), or with ``float_zero`` any floats (stored as ZeroPointDomain.FLOAT's offset
+    (mid - zero_point) * scale in ``dtype``); act_quant: a dynamic activation quantizer's name (None:
+    weight-only)."""
+    domain = ZeroPointDomain.FLOAT if float_zero else fmt.zero_point_domain
     spec = QuantSpec.of(int_data.shape, dtype, (1, group_size), fmt.target_dtype, fmt.quant_min, fmt.quant_max,
                         domain, "plain", act_quant)
-    if layout is None:
-        fallback = "int4_packed" if can_hold("int4_packed", spec, int_data.device) else "plain"
-        layout = best_layout(spec, int_data.device, fallback) if fmt.bits <= 4 else "plain"
+    if fmt.sym:
+        zp = None
+    elif float_zero:
+        zp = ((spec.mid - zero_point.float()) * scale.float()).to(dtype)
+    else:
+        zp = zero_point.round().to(torch.int32)
+    layout = layout or fastest_layout(spec, int_data.device)
     return AffineQuantizedTensor.from_plain(int_data, scale, zp, replace(spec, layout=layout))
+
+
+def fastest_layout(spec: QuantSpec, device: torch.device) -> str:
+    """The layout a weight of ``spec`` runs fastest in on ``device``: for <= 4 bits the CPU int4 kernel's or
+    the packed Triton layout where they can hold it, else plain."""
+    if spec.bits > 4:
+        return "plain"
+    fallback = "int4_packed" if can_hold("int4_packed", spec, device) else "plain"
+    return best_layout(spec, device, fallback)
