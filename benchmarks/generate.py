@@ -40,6 +40,10 @@ ALL_VARIANTS = ["float", "int8wo", "int4wo-64", "int4wo-128", "int8dq", "8da4w",
 #: input shape, which is still guarded): dynamo's per-call checks of every module attribute (~2 ms a token
 #: for the 1.1 B model on CPU) are skipped
 COMPILE_OPTIONS = {"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}
+#: on CPU also Inductor's freezing + max-autotune: the float Linear layers (all of bf16, lm_head of every config)
+#: run its C++ GEMM template on prepacked weights (lm_head 32000x2048 at M=1 from memory: 35.6 GB/s against
+#: 18.8 for aten's bf16 GEMV). 1.1 B decode, 2 cores: bf16 7.1 -> 9.0 tok/s, int8dq 20.5 -> 23.1, 8da4w unchanged
+CPU_COMPILE_OPTIONS = {**COMPILE_OPTIONS, "freezing": True, "max_autotune": True}
 #: the variants that shard with --tp (one config applied to every Linear)
 TP_VARIANTS = ["float", "int8wo", "int4wo-64", "int4wo-128", "int8dq", "8da4w"]
 

@@ -24,6 +24,7 @@ from torchao.quantization import (
     Int8DynamicActivationInt4WeightConfig,
     Int8DynamicActivationInt8WeightConfig,
     Int8WeightOnlyConfig,
+    IntxWeightOnlyConfig,
     autoround,
     gptq,
     quantize_,
@@ -36,6 +37,7 @@ CONFIGS = {
     "int8wo": (Int8WeightOnlyConfig(), 8),
     "int8dq": (Int8DynamicActivationInt8WeightConfig(), 8),
     "8da4w": (Int8DynamicActivationInt4WeightConfig(group_size=32), 4),
+    "hqq 3-bit, float zero point": (IntxWeightOnlyConfig(bits=3, group_size=64, use_hqq=True), 3),
 }
 IDS = torch.tensor([[0, 17, 523, 99, 1024, 7, 3000, 45, 12, 2048, 5, 64]])
 

@@ -30,7 +30,8 @@ CONFIGS = [
     Int8DynamicActivationInt4WeightConfig(group_size=32),
     Int8DynamicActivationInt4WeightConfig(group_size=64, mapping_type=MappingType.ASYMMETRIC),
     IntxWeightOnlyConfig(bits=3, group_size=32), IntxWeightOnlyConfig(bits=6, group_size=None, sym=True),
-    IntxWeightOnlyConfig(bits=2, group_size=16),
+    IntxWeightOnlyConfig(bits=2, group_size=16), IntxWeightOnlyConfig(bits=3, group_size=32, zero_point_domain=ZeroPointDomain.FLOAT),
+    IntxWeightOnlyConfig(bits=5, group_size=32, zero_point_domain=ZeroPointDomain.FLOAT),
     Float8WeightOnlyConfig(), Float8DynamicActivationFloat8WeightConfig(granularity=PerTensor()),
     Float8DynamicActivationFloat8WeightConfig(weight_dtype=torch.float8_e5m2),
 ]
