@@ -88,19 +88,20 @@ class _Grid:
         """Least-squares (s, z) with target ~ (q - z) * s for fixed codes q (s kept where the codes of a
         group are all equal, or when scales are not fitted)."""
         if self.fit_scale:
-            qc = q - q.mean(1, keepdim=True)
-            spread = qc.pow(2).sum(1, keepdim=True)
-            fitted = (qc * target).sum(1, keepdim=True) / spread.clamp(min=1e-12)
-            s = torch.where((spread > 0) & (fitted > 0), fitted, s)
+            s = _scale_fit(q - q.mean(1, keepdim=True), target, s)
         z = (q - target / s).mean(1, keepdim=True)
         if self.integer_zero:
             z = torch.clamp(torch.round(z), self.qmin, self.qmax)
             if self.fit_scale:
-                c = q - z
-                spread = c.pow(2).sum(1, keepdim=True)
-                fitted = (c * target).sum(1, keepdim=True) / spread.clamp(min=1e-12)
-                s = torch.where((spread > 0) & (fitted > 0), fitted, s)
+                s = _scale_fit(q - z, target, s)
         return s, z
+
+
+def _scale_fit(codes: torch.Tensor, target: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Least-squares s with target ~ codes * s per row; the old s where that is not positive."""
+    spread = codes.pow(2).sum(1, keepdim=True)
+    fitted = (codes * target).sum(1, keepdim=True) / spread.clamp(min=1e-12)
+    return torch.where((spread > 0) & (fitted > 0), fitted, s)
 
 
 def hqq_quantize(
@@ -136,7 +137,8 @@ def hqq_quantize(
     q = grid.codes(s, z)
     best = _BestPerGroup(w, q, s, z)
     if not integer_zero:  # an integer zero point is a float one too: never worse than either rounding
-        best.offer(grid.codes(*grid.min_max(1.0, True)), *grid.min_max(1.0, True))
+        rtn_s, rtn_z = grid.min_max(1.0, True)
+        best.offer(grid.codes(rtn_s, rtn_z), rtn_s, rtn_z)
     for _ in range(iters):
         s, z = grid.fit(w - _shrink(w - (q - z) * s, beta, p), q, s)
         q = grid.codes(s, z)
