@@ -7,8 +7,8 @@ the weight bytes read per second, and the machine's read bandwidth measured in t
 The model is benchmarks/llama.py's Llama with seeded random weights (--shape 1b: TinyLlama-1.1B's shape).
 llama.cpp gets the same weights as GGUF files written by torchao's ``save_gguf`` (BF16, and the block Linear
 layers as Q8_0 / Q4_0); torchao runs its configs on the same block Linear layers (lm_head stays bf16 in both).
-Decode: greedy, batch 1 (and batch 8 for torchao), after a 128-token prompt, compiled (Inductor freezing +
-max-autotune, one graph per config;
+Decode: greedy, batch 1 (and batch 8 for torchao), after a 128-token prompt, compiled (Inductor freezing,
+max-autotune and the C++ wrapper; one graph per config;
 dynamo's recompile limit raises instead of silently running eager). Prefill: one forward of --prefill tokens.
 GB/s: weight bytes read per decode step (embeddings excluded) x steps/s; "of bw": against the read bandwidth
 of a 1 GiB ``torch.sum`` measured in this run. Both use --threads threads.
@@ -28,7 +28,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from generate import CPU_COMPILE_OPTIONS, RANDOM_SHAPES, generate  # noqa: E402
+from generate import CPU_COMPILE_OPTIONS, RANDOM_SHAPES, cpu_inductor_freezing, generate  # noqa: E402
 from llama import Llama, LlamaArgs  # noqa: E402
 from llama_cpp_vs_torchao import decode_llama_cpp  # noqa: E402
 
@@ -185,6 +185,7 @@ def main(argv=None) -> int:
     # several configs compile in this process: never let the recompile limit drop one to eager unnoticed
     torch._dynamo.config.recompile_limit = 64
     torch._dynamo.config.fail_on_recompile_limit_hit = True
+    cpu_inductor_freezing()
     bandwidth = read_bandwidth()
     base = random_llama(args.shape)
     prompt = torch.randint(1, base.args.vocab_size, (1, PROMPT), generator=torch.Generator().manual_seed(1))

@@ -105,6 +105,22 @@ class TestInt8DynamicInt4Kernel(TestCase):
         self.assertLess(relative(outputs[1][0], outputs[0][0]), 1e-6)
         self.assertTrue(torch.equal(outputs[1][1], outputs[0][1]))  # one int32 sum per output: bit-equal
 
+    def test_scales_only_and_16_bit_outputs(self):
+        """Scales only ((K/G, N, 1), zeros 0) give the same floats as (s, 0) pairs; bf16 / fp16 outputs are the
+        float32 output rounded (bit-equal), on the one-row and the many-row paths."""
+        packed, scales_and_zeros, _ = random_int4_weight(192, 640, 128, seed=11)
+        pairs = torch.stack([scales_and_zeros[..., 0], torch.zeros_like(scales_and_zeros[..., 0])], -1)
+        for m in (1, 5):
+            q = torch.randint(-128, 128, (m, 640), dtype=torch.int8, generator=torch.Generator().manual_seed(m))
+            scale, zero = torch.rand(m) + 0.1, torch.randint(-20, 20, (m,), dtype=torch.int32)
+            expected = cpu_kernels.int8_dynamic_int4_mm(q, scale, zero, packed, 128, pairs, torch.float32)
+            for dtype in (torch.float32, torch.bfloat16, torch.float16):
+                with self.subTest(m=m, dtype=dtype):
+                    out = cpu_kernels.int8_dynamic_int4_mm(q, scale, zero, packed, 128,
+                                                           scales_and_zeros[..., :1].contiguous(), dtype)
+                    self.assertEqual(out.dtype, dtype)
+                    self.assertTrue(torch.equal(out, expected.to(dtype)))
+
     def test_bad_shapes_are_named(self):
         packed, scales_and_zeros, _ = random_int4_weight(64, 64, 32, seed=0)
         q = torch.zeros(1, 64, dtype=torch.int8)
@@ -134,6 +150,8 @@ class TestInt8DynamicInt8Kernel(TestCase):
                     out = op(x, a, w, s, torch.float32)
                     reference = a.double()[:, None] * s.double()[None] * (x.double() @ w.double().t())
                     self.assertLess(relative(out, reference), 1e-6)
+                    for dtype in (torch.bfloat16, torch.float16):  # the float32 values rounded, bit-equal
+                        self.assertTrue(torch.equal(op(x, a, w, s, dtype), out.to(dtype)))
 
     def test_int8_dynamic_linear_decodes_on_it(self):
         """int8 dynamic (per-token activations) at M <= 16 runs the C++ kernel: bf16 output rounding only."""
@@ -172,6 +190,16 @@ class TestEightDaFourWLinear(TestCase):
                     q = config(self.w)
                     self.assertEqual(select_linear_kernel(self.x, q).name, "cpu_int8_dynamic_int4")
                     self.assertLess(relative(F.linear(self.x, q), self.reference(q)), 2 ** -8)
+
+    def test_symmetric_weights_store_scales_only(self):
+        """8da4w's symmetric int4 weight keeps one bf16 scale per group for the kernel (4.5 bits a weight at
+        group 32); the weight-only fallback of the same weight (aten's kernel) stays exact."""
+        q = Int8DynamicActivationInt4WeightConfig(32)(self.w)
+        self.assertEqual(tuple(q.scales_and_zeros.shape), (256 // 32, 192, 1))
+        weight_only = q.with_tensors(lambda t: t, act_quant=None)
+        reference = self.x.double() @ q.dequantize().double().t()
+        self.assertEqual(select_linear_kernel(self.x, weight_only).name, "cpu_int4_weight_only")
+        self.assertLess(relative(F.linear(self.x, weight_only), reference), 2 ** -7)
 
     def test_compile_and_export(self):
         q = Int8DynamicActivationInt4WeightConfig(32)(self.w)

@@ -116,11 +116,19 @@ def _int8_weight_only_mm(x: torch.Tensor, w_int8: torch.Tensor, scale: torch.Ten
     return out.to(x.dtype)
 
 
+def _with_zeros(scales_and_zeros: torch.Tensor) -> torch.Tensor:
+    """(K // G, N, 2) (s, z) pairs: as given, or from scales only ((K // G, N, 1), z = 0)."""
+    if scales_and_zeros.shape[-1] == 2:
+        return scales_and_zeros
+    return torch.cat([scales_and_zeros, torch.zeros_like(scales_and_zeros)], dim=-1)
+
+
 def _int4_weight_only_mm(
     x: torch.Tensor, packed: torch.Tensor, group_size: int, scales_and_zeros: torch.Tensor
 ) -> torch.Tensor:
     cdtype = weight_only_compute_dtype(x.dtype)
-    out = torch.ops.aten._weight_int4pack_mm_for_cpu(x.to(cdtype), _aligned(packed), group_size, scales_and_zeros.to(cdtype))
+    out = torch.ops.aten._weight_int4pack_mm_for_cpu(x.to(cdtype), _aligned(packed), group_size,
+                                                     _with_zeros(scales_and_zeros).to(cdtype))
     return out.to(x.dtype)
 
 
@@ -271,7 +279,7 @@ def int8_dynamic_int4_mm(
     """int8 activations x int4 weights with integer dot products (AVX-512 VNNI; a portable loop elsewhere):
     x_int8 (M, K) int8 with x = x_scale * (x_int8 - x_zero) per row (x_scale (M,) float, x_zero (M,) int or
     None for symmetric), packed (N, K / 2) uint8 in aten's int4 CPU format, scales_and_zeros
-    (K / group_size, N, 2) bfloat16 -> (M, N) ``out_dtype``, accumulated exactly in int32 per group and in
+    (K / group_size, N, 2) bfloat16 (or (K / group_size, N, 1): scales, zeros 0) -> (M, N) ``out_dtype``, accumulated exactly in int32 per group and in
     fp32 across groups. Check ``int8_dynamic_int4_runs`` first."""
     return torch.ops.torchao.int8_dynamic_int4_mm_cpu(x_int8, x_scale, x_zero, packed, group_size, scales_and_zeros,
                                                      out_dtype)
@@ -282,7 +290,7 @@ def int4_cpu_dequantize(packed: torch.Tensor, group_size: int, scales_and_zeros:
     """The (N, K) float weight (scales_and_zeros.dtype) that ``int4_weight_only_mm`` multiplies with."""
     n = packed.shape[0]
     q = int4_cpu_unpack(packed, n, k).to(torch.float32).reshape(n, k // group_size, group_size)
-    s, z = scales_and_zeros.to(torch.float32).unbind(-1)  # (K // group_size, N) each
+    s, z = _with_zeros(scales_and_zeros).to(torch.float32).unbind(-1)  # (K // group_size, N) each
     w = (q - 8) * s.t().unsqueeze(-1) + z.t().unsqueeze(-1)
     return w.reshape(n, k).to(scales_and_zeros.dtype)
 
@@ -326,7 +334,7 @@ def int4_weight_only_mm(
 ) -> torch.Tensor:
     """x (M, K) float @ W.T with W[n, k] = (q - 8) * s + z from the aten CPU int4 format.
 
-    packed: from ``int4_cpu_pack``; scales_and_zeros: (K // group_size, N, 2) float (s, z);
+    packed: from ``int4_cpu_pack``; scales_and_zeros: (K // group_size, N, 2) float (s, z), or (..., 1): s;
     group_size in INT4_CPU_GROUP_SIZES. Returns (M, N) in x.dtype.
     """
     return torch.ops.torchao.int4_weight_only_mm_cpu(x, packed, group_size, scales_and_zeros)

@@ -6,7 +6,8 @@
 //   a        (M,)   float32  activation scales;  zx (M,) int32 activation zero points (0: symmetric)
 //   packed   (N, K / 2) uint8, aten._convert_weight_to_int4pack_for_cpu's AVX-512 order: blocks of 64 output
 //            channels; per k of a block 32 bytes, low nibbles channels 0..31, high nibbles channels 32..63
-//   sz       (K / G, N, 2) bfloat16 per group (scale s, zero z): w[n, k] = (q[n, k] - 8) * s + z
+//   sz       (K / G, N, 2) bfloat16 per group (scale s, zero z): w[n, k] = (q[n, k] - 8) * s + z; or
+//            (K / G, N, 1): scales only, z = 0 (symmetric weights: 4.5 bits a weight at G = 32, not 5)
 // Output (M, N) float32:
 //   out[m, n] = a[m] * sum_g [ s * (D - zx Q - 8 X + 8 zx G) + z * (X - zx G) ]
 // with, over the group's k: D = sum xq q, Q = sum q, X = sum xq (exact int32 sums), which is
@@ -17,6 +18,7 @@
 #include <torch/library.h>
 
 #include "cpu_features.h"
+#include "host_helpers.h"
 
 #include <cstdint>
 #include <optional>
@@ -49,6 +51,7 @@ struct Problem {
   const uint16_t* sz;  // bfloat16 bits
   float* out;
   int64_t m, k, n, group;
+  int64_t sz_width;  // 2: (s, z) pairs; 1: scales only
 };
 
 // float epilogue of one group for one row and 16 consecutive channels (natural order)
@@ -71,8 +74,9 @@ void block_portable(const Problem& p, int64_t block) {
           d += v * p.xq[i * p.k + t];
           q += v;
         }
-        const uint16_t* pair = p.sz + (g * p.n + n) * 2;
-        total += group_value(bf16_to_float(pair[0]), bf16_to_float(pair[1]), static_cast<float>(d),
+        const uint16_t* pair = p.sz + (g * p.n + n) * p.sz_width;
+        const float z = p.sz_width == 2 ? bf16_to_float(pair[1]) : 0.f;
+        total += group_value(bf16_to_float(pair[0]), z, static_cast<float>(d),
                              static_cast<float>(q), static_cast<float>(p.xsum[i * groups + g]),
                              static_cast<float>(p.zx[i]), static_cast<float>(p.group));
       }
@@ -116,9 +120,17 @@ VNNI inline void transpose_nibbles(const uint8_t* rows, __m256i q[8]) {
   }
 }
 
-// 16 (s, z) bfloat16 pairs (32-bit lane = s | z << 16) -> two float vectors
-VNNI inline void load_scales(const uint16_t* pairs_at, __m512& s, __m512& z) {
-  const __m512i pairs = _mm512_loadu_si512(pairs_at);
+// Group g's (s, z) of 16 consecutive channels from channel n as two float vectors: bfloat16 pairs (32-bit
+// lane = s | z << 16), or scales only (z = 0)
+VNNI inline void load_scales(const Problem& p, int64_t g, int64_t n, __m512& s, __m512& z) {
+  const uint16_t* at = p.sz + (g * p.n + n) * p.sz_width;
+  if (p.sz_width == 1) {
+    const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(at)));
+    s = _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+    z = _mm512_setzero_ps();
+    return;
+  }
+  const __m512i pairs = _mm512_loadu_si512(at);
   s = _mm512_castsi512_ps(_mm512_slli_epi32(pairs, 16));
   z = _mm512_castsi512_ps(_mm512_and_si512(pairs, _mm512_set1_epi32(static_cast<int>(0xFFFF0000u))));
 }
@@ -156,7 +168,7 @@ VNNI void block_one_row_vnni(const Problem& p, int64_t block) {
     const __m512 shift = _mm512_set1_ps(8.f * zx * gf - 8.f * xs), offset = _mm512_set1_ps(xs - zx * gf);
     for (int c = 0; c < 4; ++c) {
       __m512 s, z;
-      load_scales(p.sz + (g * p.n + block * kBlockN + c * 16) * 2, s, z);
+      load_scales(p, g, block * kBlockN + c * 16, s, z);
       const __m512 inner = _mm512_add_ps(_mm512_fnmadd_ps(_mm512_set1_ps(zx), qf[c], df[c]), shift);
       total[c] = _mm512_fmadd_ps(s, inner, _mm512_fmadd_ps(z, offset, total[c]));
     }
@@ -227,7 +239,7 @@ VNNI void block_vnni(const Problem& p, int64_t block) {
     }
     __m512 qf[4], s[4], z[4];
     to_natural(qsum, qf);
-    for (int c = 0; c < 4; ++c) load_scales(p.sz + (g * p.n + block * kBlockN + c * 16) * 2, s[c], z[c]);
+    for (int c = 0; c < 4; ++c) load_scales(p, g, block * kBlockN + c * 16, s[c], z[c]);
     int64_t i = 0;
     for (; i + 2 <= p.m; i += 2) rows_from_buffer<2>(p, block, g, i, buffer, qf, s, z);
     if (i < p.m) rows_from_buffer<1>(p, block, g, i, buffer, qf, s, z);
@@ -254,30 +266,33 @@ at::Tensor int8_dynamic_int4_mm(const at::Tensor& xq, const at::Tensor& x_scale,
                                 const at::Tensor& sz, at::ScalarType out_dtype) {
   TORCH_CHECK(xq.dim() == 2 && xq.scalar_type() == at::kChar, "int8_dynamic_int4_mm: int8 xq (M, K) expected");
   const int64_t m = xq.size(0), k = xq.size(1), n = packed.size(0);
-  const auto a = x_scale.reshape({-1}).to(at::kFloat).contiguous();
-  const auto zx = x_zero.has_value() ? x_zero->reshape({-1}).to(at::kInt).contiguous() : at::zeros({m}, xq.options().dtype(at::kInt));
-  TORCH_CHECK(a.numel() == m && zx.numel() == m, "int8_dynamic_int4_mm: one activation scale (and zero point) per "
-              "row expected, got ", a.numel(), " for ", m, " rows");
+  const auto a = torchao_cpp::as_contiguous(x_scale, at::kFloat);
+  const auto zx = x_zero.has_value() ? torchao_cpp::as_contiguous(*x_zero, at::kInt) : at::Tensor();
+  TORCH_CHECK(a.numel() == m && (!zx.defined() || zx.numel() == m), "int8_dynamic_int4_mm: one activation scale "
+              "(and zero point) per row expected, got ", a.numel(), " for ", m, " rows");
   TORCH_CHECK(packed.scalar_type() == at::kByte && packed.dim() == 2 && packed.size(1) * 2 == k,
               "int8_dynamic_int4_mm: packed (N, K / 2) uint8 expected for K = ", k, ", got ", packed.sizes());
   TORCH_CHECK(n % kBlockN == 0, "int8_dynamic_int4_mm: N = ", n, " is not a multiple of ", kBlockN);
   TORCH_CHECK(group_size > 0 && group_size % 4 == 0 && k % group_size == 0, "int8_dynamic_int4_mm: group_size ",
               group_size, " must be a multiple of 4 dividing K = ", k);
   TORCH_CHECK(sz.scalar_type() == at::kBFloat16 && sz.dim() == 3 && sz.size(0) == k / group_size &&
-                  sz.size(1) == n && sz.size(2) == 2,
-              "int8_dynamic_int4_mm: bfloat16 scales_and_zeros (K / group_size, N, 2) expected, got ", sz.sizes());
+                  sz.size(1) == n && (sz.size(2) == 2 || sz.size(2) == 1),
+              "int8_dynamic_int4_mm: bfloat16 scales_and_zeros (K / group_size, N, 2) or scales (K / group_size, "
+              "N, 1) expected, got ", sz.sizes());
   const auto xc = xq.contiguous();
   const auto pc = packed.contiguous();
   const auto sc = sz.contiguous();
-  const auto xsum = xc.view({m, k / group_size, group_size}).sum(-1, false, at::kInt).contiguous();
-  auto out = at::empty({m, n}, xq.options().dtype(at::kFloat));
-  const Problem p{xc.data_ptr<int8_t>(), a.data_ptr<float>(), zx.data_ptr<int32_t>(), xsum.data_ptr<int32_t>(),
-                  pc.data_ptr<uint8_t>(), reinterpret_cast<const uint16_t*>(sc.data_ptr<at::BFloat16>()),
-                  out.data_ptr<float>(), m, k, n, group_size};
+  const std::vector<int32_t> xsum = torchao_cpp::group_sums(xc.data_ptr<int8_t>(), m, k, group_size);
+  const std::vector<int32_t> no_zero(zx.defined() ? 0 : m, 0);
+  torchao_cpp::FloatOutput out(m, n, out_dtype, xq.options());
+  const Problem p{xc.data_ptr<int8_t>(), a.data_ptr<float>(), zx.defined() ? zx.data_ptr<int32_t>() : no_zero.data(),
+                  xsum.data(), pc.data_ptr<uint8_t>(), reinterpret_cast<const uint16_t*>(sc.data_ptr<at::BFloat16>()),
+                  out.values(), m, k, n, group_size, sz.size(2)};
   at::parallel_for(0, n / kBlockN, 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) run_block(p, b);
+    out.finish(begin * kBlockN, end * kBlockN);
   });
-  return out_dtype == at::kFloat ? out : out.to(out_dtype);
+  return out.tensor();
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <torch/library.h>
 
 #include "cpu_features.h"
+#include "host_helpers.h"
 
 #include <cstdint>
 
@@ -99,20 +100,23 @@ at::Tensor int8_dynamic_int8_mm(const at::Tensor& xq, const at::Tensor& x_scale,
               "int8_dynamic_int8_mm: int8 xq (M, K) and int8 w (N, K) expected, got ", xq.sizes(), " and ",
               w.sizes());
   const int64_t m = xq.size(0), k = xq.size(1), n = w.size(0);
-  const auto a = x_scale.reshape({-1}).to(at::kFloat).contiguous();
-  const auto s = w_scale.reshape({-1}).to(at::kFloat).contiguous();
+  const auto a = torchao_cpp::as_contiguous(x_scale, at::kFloat);
+  const auto s = torchao_cpp::as_contiguous(w_scale, at::kFloat);
   TORCH_CHECK(a.numel() == m && s.numel() == n, "int8_dynamic_int8_mm: one scale per activation row and one per "
               "output channel expected, got ", a.numel(), " and ", s.numel(), " for ", m, " x ", n);
   const auto xc = xq.contiguous();
   const auto wc = w.contiguous();
-  const auto xsum = xc.sum(1, false, at::kInt).contiguous();
-  auto out = at::empty({m, n}, xq.options().dtype(at::kFloat));
-  const Problem p{xc.data_ptr<int8_t>(), a.data_ptr<float>(), xsum.data_ptr<int32_t>(), wc.data_ptr<int8_t>(),
-                  s.data_ptr<float>(), out.data_ptr<float>(), m, k, n};
+  const std::vector<int32_t> xsum = torchao_cpp::group_sums(xc.data_ptr<int8_t>(), m, k, std::max<int64_t>(k, 1));
+  torchao_cpp::FloatOutput out(m, n, out_dtype, xq.options());
+  const Problem p{xc.data_ptr<int8_t>(), a.data_ptr<float>(), xsum.data(), wc.data_ptr<int8_t>(),
+                  s.data_ptr<float>(), out.values(), m, k, n};
   // tasks streaming at least ~64 KB of weights each
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(k, 1));
-  at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) { run_channels(p, begin, end); });
-  return out_dtype == at::kFloat ? out : out.to(out_dtype);
+  at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
+    run_channels(p, begin, end);
+    out.finish(begin, end);
+  });
+  return out.tensor();
 }
 
 }  // namespace

@@ -39,10 +39,19 @@ def _kernel_scales_and_zeros(scale, zero_point, spec, kernel_group):
     return sz.transpose(0, 1).contiguous().to(weight_only_compute_dtype(spec.dtype))
 
 
+def _drop_zero_zeros(scales_and_zeros, spec):
+    """Scales only, (K // kernel_group, N, 1), for a weight with int8 activations whose zeros are all 0."""
+    if spec.act_quant is None or scales_and_zeros[..., 1].any():
+        return scales_and_zeros
+    return scales_and_zeros[..., :1].contiguous()
+
+
 @register_layout
 class Int4CPULayout(Layout):
     """packed: aten CPU int4 bytes (N, K // 2) uint8; scales_and_zeros: (K // kernel_group, N, 2) in
-    the kernel's compute dtype; scale, zero_point: the original qparams."""
+    the kernel's compute dtype, or (K // kernel_group, N, 1) scales for int8-activation weights whose
+    zeros are all 0 (what our int8 x int4 kernel reads: 4.5 bits a weight at group 32 instead of 5);
+    scale, zero_point: the original qparams."""
 
     name = "int4_cpu"
     tensor_names = ("packed", "scales_and_zeros", "scale", "zero_point")
@@ -68,7 +77,7 @@ class Int4CPULayout(Layout):
         kernel_group = int4_cpu_kernel_group_size(spec.group_size)
         tensors = {
             "packed": int4_cpu_pack(offsets_from_min(int_data, spec)),
-            "scales_and_zeros": _kernel_scales_and_zeros(scale, zero_point, spec, kernel_group),
+            "scales_and_zeros": _drop_zero_zeros(_kernel_scales_and_zeros(scale, zero_point, spec, kernel_group), spec),
             "scale": scale,
             "zero_point": zero_point,
         }

@@ -1,0 +1,61 @@
+// Host-side helpers shared by the C++ CPU ops: argument views and output writing without extra aten calls
+// (each aten call costs microseconds of dispatch; a decode step runs ~150 of these ops).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+namespace torchao_cpp {
+
+// ``t`` as a contiguous tensor of ``dtype``: itself when it already is one (no aten call), else converted
+inline at::Tensor as_contiguous(const at::Tensor& t, at::ScalarType dtype) {
+  return t.scalar_type() == dtype && t.is_contiguous() ? t : t.to(dtype).contiguous();
+}
+
+// Per row and group of ``group`` consecutive k (``group`` divides K): the int32 sum of the row's int8 values,
+// (M, max(K / group, 1)) row-major (K = 0: one zero per row)
+inline std::vector<int32_t> group_sums(const int8_t* x, int64_t m, int64_t k, int64_t group) {
+  const int64_t groups = std::max<int64_t>(k / group, 1);
+  std::vector<int32_t> sums(m * groups, 0);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t t = 0; t < k; ++t) sums[i * groups + t / group] += x[i * k + t];
+  return sums;
+}
+
+// The (M, N) output of ``dtype``: kernels write float32 to ``values()``; for 16-bit outputs that is a scratch
+// buffer whose columns [n0, n1) ``finish`` rounds into the output (call it in the thread that computed them).
+class FloatOutput {
+ public:
+  FloatOutput(int64_t m, int64_t n, at::ScalarType dtype, const at::TensorOptions& options)
+      : m_(m), n_(n), out_(at::empty({m, n}, options.dtype(dtype))) {
+    TORCH_CHECK(dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf,
+                "torchao CPU kernels: out_dtype float32, bfloat16 or float16 expected, got ", dtype);
+    if (dtype != at::kFloat) scratch_.resize(m * n);
+  }
+
+  float* values() { return scratch_.empty() ? out_.data_ptr<float>() : scratch_.data(); }
+
+  void finish(int64_t n0, int64_t n1) {
+    if (scratch_.empty()) return;
+    if (out_.scalar_type() == at::kBFloat16) round_into(out_.data_ptr<at::BFloat16>(), n0, n1);
+    else round_into(out_.data_ptr<at::Half>(), n0, n1);
+  }
+
+  at::Tensor tensor() const { return out_; }
+
+ private:
+  template <typename T>
+  void round_into(T* typed, int64_t n0, int64_t n1) {
+    for (int64_t i = 0; i < m_; ++i)
+      for (int64_t j = n0; j < n1; ++j) typed[i * n_ + j] = static_cast<T>(scratch_[i * n_ + j]);
+  }
+
+  int64_t m_, n_;
+  at::Tensor out_;
+  std::vector<float> scratch_;
+};
+
+}  // namespace torchao_cpp
