@@ -8,9 +8,10 @@ The model is benchmarks/llama.py's Llama with seeded random weights (--shape 1b:
 llama.cpp gets the same weights as GGUF files written by torchao's ``save_gguf`` (BF16, and the block Linear
 layers as Q8_0 / Q4_0); torchao runs its configs on the same block Linear layers (lm_head stays bf16 in both).
 Decode: greedy, batch 1 (and batch 8 for torchao), after a 128-token prompt, compiled (Inductor freezing,
-max-autotune and the C++ wrapper; one graph per config;
+the C++ wrapper, and max-autotune for the quantized models; one graph per config;
 dynamo's recompile limit raises instead of silently running eager). Prefill: one forward of --prefill tokens.
-GB/s: weight bytes read per decode step (embeddings excluded) x steps/s; "of bw": against the read bandwidth
+GB/s: weight bytes read per decode step (embeddings excluded; of torchao's CPU int4 layout the packed weights
+and kernel scales, not the original qparams it keeps for exact unpacking) x steps/s; "of bw": against the read bandwidth
 of a 1 GiB ``torch.sum`` measured in this run. Both use --threads threads.
 """
 
@@ -28,7 +29,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from generate import CPU_COMPILE_OPTIONS, RANDOM_SHAPES, cpu_inductor_freezing, generate  # noqa: E402
+from generate import CPU_COMPILE_OPTIONS, CPU_FLOAT_COMPILE_OPTIONS, RANDOM_SHAPES, cpu_inductor_freezing, generate  # noqa: E402
 from llama import Llama, LlamaArgs  # noqa: E402
 from llama_cpp_vs_torchao import decode_llama_cpp  # noqa: E402
 
@@ -57,8 +58,10 @@ def torchao_configs():
         Int8WeightOnlyConfig,
     )
 
-    return {"bf16": None, "int8wo": Int8WeightOnlyConfig(), "int8dq": Int8DynamicActivationInt8WeightConfig(),
-            "int4wo-128": Int4WeightOnlyConfig(128), "8da4w-32": Int8DynamicActivationInt4WeightConfig(32)}
+    return {"bf16": None, "int8wo": Int8WeightOnlyConfig(), "int8wo a8": Int8WeightOnlyConfig(int8_activations=True),
+            "int8dq": Int8DynamicActivationInt8WeightConfig(), "int4wo-128": Int4WeightOnlyConfig(128),
+            "int4wo-128 a8": Int4WeightOnlyConfig(128, int8_activations=True),
+            "8da4w-32": Int8DynamicActivationInt4WeightConfig(32)}
 
 
 def read_bandwidth() -> float:
@@ -152,9 +155,10 @@ def run_torchao(base: Llama, config, prompt: torch.Tensor, tokens: int, prefill:
     if config is not None:
         quantize_(model, config, filter_fn=in_blocks)
     torch._dynamo.reset()  # this config's graphs only; each shape below compiles once
-    step = torch.compile(model, fullgraph=True, dynamic=False, options=CPU_COMPILE_OPTIONS)
+    options = CPU_FLOAT_COMPILE_OPTIONS if config is None else CPU_COMPILE_OPTIONS
+    step = torch.compile(model, fullgraph=True, dynamic=False, options=options)
     max_seq = max(prefill + [prompt.shape[1] + tokens])
-    result = {"weight_bytes": weight_bytes(model, skip_embeddings=True)}
+    result = {"weight_bytes": weight_bytes(model, skip_embeddings=True, matmul_only=True)}
     for rows in (1, batch):
         ids = prompt.expand(rows, -1).contiguous()
         generate(model, step, ids, 4, max_seq)  # compile the decode step

@@ -43,6 +43,9 @@ COMPILE_OPTIONS = {"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_module
 #: on CPU also max-autotune and Inductor's C++ wrapper (the generated graph calls its ~200 kernels and custom
 #: ops from C++ instead of Python: 1.1 B 8da4w decode 29 -> 31 tok/s, 2 cores); see ``cpu_inductor_freezing``
 CPU_COMPILE_OPTIONS = {**COMPILE_OPTIONS, "max_autotune": True, "cpp_wrapper": True}
+#: for a model of float Linear layers: no max-autotune, which benchmarks every layer's GEMM choices separately
+#: (~3 s each: 10+ minutes per input shape for the 1.1 B model); frozen float layers run oneDNN's prepacked GEMM
+CPU_FLOAT_COMPILE_OPTIONS = {**COMPILE_OPTIONS, "cpp_wrapper": True}
 
 
 def cpu_inductor_freezing() -> None:

@@ -166,6 +166,42 @@ class TestInt8DynamicInt8Kernel(TestCase):
             self.assertLess(relative(F.linear(x, q), reference), 2 ** -8, msg=f"M={m}")
 
 
+class TestInt8ActivationsOptIn(TestCase):
+    """Weight-only configs with ``int8_activations=True``: the same weights, activations rounded to int8 per
+    token, on the integer kernels; the output is that product (bf16 rounding only)."""
+
+    def setUp(self):
+        torch.manual_seed(0)
+        self.w = torch.randn(128, 320, dtype=torch.bfloat16)
+        self.x = torch.randn(5, 320, dtype=torch.bfloat16)
+
+    def test_int4_weight_only(self):
+        from torchao.quantization import Int4WeightOnlyConfig, ZeroPointDomain
+
+        for domain in (ZeroPointDomain.FLOAT, ZeroPointDomain.INT):
+            for use_hqq in (False, True):
+                with self.subTest(domain=domain, use_hqq=use_hqq):
+                    weight_only = Int4WeightOnlyConfig(64, zero_point_domain=domain, use_hqq=use_hqq)(self.w)
+                    q = Int4WeightOnlyConfig(64, zero_point_domain=domain, use_hqq=use_hqq, int8_activations=True)(self.w)
+                    self.assertTrue(torch.equal(q.dequantize(), weight_only.dequantize()))  # the same weights
+                    self.assertEqual(select_linear_kernel(self.x, q).name, "cpu_int8_dynamic_int4")
+                    xq, scale, zero = get_activation_quantizer("int8_per_token_asym").quantize(self.x)
+                    dequantized_x = scale.double()[:, None] * (xq.double() - zero.double()[:, None])
+                    reference = dequantized_x @ q.dequantize().double().t()
+                    self.assertLess(relative(F.linear(self.x, q), reference), 2 ** -8)
+
+    def test_int8_weight_only(self):
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig
+
+        q = Int8WeightOnlyConfig(int8_activations=True)(self.w)
+        self.assertEqual(select_linear_kernel(self.x, q).name, "cpu_int8_dynamic")
+        self.assertTrue(torch.equal(F.linear(self.x, q), F.linear(self.x, Int8DynamicActivationInt8WeightConfig()(self.w))))
+        grouped = Int8WeightOnlyConfig(64, int8_activations=True)(self.w)  # no integer kernel: fake-quantized x
+        xq, scale, _ = get_activation_quantizer("int8_per_token_sym").quantize(self.x)
+        reference = (scale.double()[:, None] * xq.double()) @ grouped.dequantize().double().t()
+        self.assertLess(relative(F.linear(self.x, grouped), reference), 2 ** -8)
+
+
 class TestEightDaFourWLinear(TestCase):
     """Int8DynamicActivationInt4WeightConfig (8da4w) on CPU runs the integer kernel: its output is the
     product of the quantized activations and the quantized weight (bf16 output rounding only)."""

@@ -223,6 +223,17 @@ class TestWeightBytes(TestCase):
         self.assertEqual(weight_bytes(model), 10 * 64 * 4 + linear)
         self.assertEqual(weight_bytes(model, skip_embeddings=True), linear)
 
+    def test_matmul_only_counts_what_the_cpu_int4_kernel_reads(self):
+        """The CPU int4 layout keeps the original qparams for exact unpacking; a decode step reads the packed
+        nibbles (N * K / 2 bytes) and the bf16 kernel (scale, zero) pairs only."""
+        from torchao.utils import weight_bytes
+
+        model = nn.Sequential(nn.Linear(256, 64, bias=False)).to(torch.bfloat16)
+        torchao.quantize_(model, torchao.quantization.Int4WeightOnlyConfig(group_size=128))
+        self.assertEqual(model[0].weight.spec.layout, "int4_cpu")
+        self.assertEqual(weight_bytes(model, matmul_only=True), 64 * 256 // 2 + (256 // 128) * 64 * 2 * 2)
+        self.assertGreater(weight_bytes(model), weight_bytes(model, matmul_only=True))
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -55,17 +55,21 @@ def quantize_per_token_absmax(t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tens
     return q, scale.reshape(*t.shape[:-1], 1)
 
 
-def weight_bytes(model: torch.nn.Module, skip_embeddings: bool = False) -> int:
+def weight_bytes(model: torch.nn.Module, skip_embeddings: bool = False, matmul_only: bool = False) -> int:
     """Bytes the parameters of ``model`` occupy, a quantized one counting its packed inner tensors (of a
     sharded DTensor parameter: this process's shard).
-    ``skip_embeddings``: leave out nn.Embedding tables (a decode step reads one row of them, not all)."""
+    ``skip_embeddings``: leave out nn.Embedding tables (a decode step reads one row of them, not all).
+    ``matmul_only``: count only the inner tensors the layout's matmul kernels read (a decode step's bytes)."""
     skipped = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)} if skip_embeddings else set()
     total = 0
     for p in model.parameters():
         if id(p) in skipped:
             continue
         p = p.to_local() if hasattr(p, "to_local") else p
-        inner = p.inner_tensors().values() if isinstance(p, AffineQuantizedTensor) else [p]
+        inner = [p]
+        if isinstance(p, AffineQuantizedTensor):
+            read = (p.quant_layout.matmul_tensor_names if matmul_only else None) or p.quant_layout.tensor_names
+            inner = [t for name, t in p.inner_tensors().items() if name in read]
         total += sum(t.numel() * t.element_size() for t in inner)
     return total
 

@@ -115,9 +115,16 @@ def _int4_spec(weight, group_size, target_dtype, qmin, qmax, domain) -> QuantSpe
 class Int8WeightOnlyConfig(WeightConfig):
     """int8 weights, symmetric per output channel (``group_size=None``) or per group of ``group_size``
     input features; activations stay float (A16W8). Also for nn.Embedding tables (rows are gathered
-    without dequantizing the table). Per-channel weights run the int8 kernels, grouped ones dequantize."""
+    without dequantizing the table). Per-channel weights run the int8 kernels, grouped ones dequantize.
+
+    ``int8_activations=True`` (opt-in, a numerics change): each activation row is also rounded to int8
+    (symmetric per token, at run time), so that the CPU kernels multiply integers (VNNI) instead of
+    converting weights to float: 1.1 B decode on 2 cores about 1.4x faster. Each row then carries a
+    rounding error of up to half its absolute max / 127 per element. Per-channel weights are then the weights of
+    ``Int8DynamicActivationInt8WeightConfig()``."""
 
     group_size: Optional[int] = None
+    int8_activations: bool = False
 
     def __post_init__(self):
         _check_group_size(self, per_channel_ok=True)
@@ -131,6 +138,7 @@ class Int8WeightOnlyConfig(WeightConfig):
         return AffineQuantizedTensor.from_float(
             weight, MappingType.SYMMETRIC, (1, self.group_size or weight.shape[1]), torch.int8,
             eps=scale_floor(weight.dtype), scale_dtype=weight.dtype, zero_point_domain=ZeroPointDomain.NONE,
+            act_quant="int8_per_token_sym" if self.int8_activations else None,
         )
 
 
@@ -144,12 +152,19 @@ class Int4WeightOnlyConfig(WeightConfig):
     ``use_hqq``: HQQ-optimized scale and zero point (of ``zero_point_domain``'s kind). layout: None or ``TensorCoreTiledLayout()``
     picks the fastest layout for the weight's device ("int4_cpu" on CPU when out_features % 16 == 0,
     else "int4_packed"); or give one (a name, a Layout class or instance).
+
+    ``int8_activations=True`` (opt-in, a numerics change): each activation row is also rounded to int8
+    (asymmetric per token, at run time), so that on CPU the int8 x int4 integer kernel runs (VNNI) instead
+    of aten's float kernel: 1.1 B decode on 2 cores about 2x faster, prefill too (out_features a multiple of
+    64, group size up to 256, bf16 or fp32 weights; elsewhere the activation is fake-quantized into the
+    weight-only kernel). Each row then carries a rounding error of up to half its range / 255 per element.
     """
 
     group_size: int = 128
     layout: Optional[object] = None
     use_hqq: bool = False
     zero_point_domain: ZeroPointDomain = ZeroPointDomain.FLOAT
+    int8_activations: bool = False
 
     def __post_init__(self):
         _check_group_size(self)
@@ -175,14 +190,19 @@ class Int4WeightOnlyConfig(WeightConfig):
             fmt = IntFormat.for_bits(4)
             float_zero = self.zero_point_domain == ZeroPointDomain.FLOAT
             q, scale, zero = hqq_quantize(weight, fmt, self.group_size, integer_zero=not float_zero)
-            return quantized_weight(q.to(fmt.storage_dtype), scale.to(weight.dtype), zero, fmt, self.group_size,
-                                    weight.dtype, layout, float_zero=float_zero)
+            weight_only = quantized_weight(q.to(fmt.storage_dtype), scale.to(weight.dtype), zero, fmt,
+                                           self.group_size, weight.dtype, layout, float_zero=float_zero)
+            return weight_only.with_tensors(lambda t: t, act_quant=self._act_quant())
         integer_zero = self.zero_point_domain == ZeroPointDomain.INT
         return AffineQuantizedTensor.from_float(
             weight, MappingType.ASYMMETRIC, (1, self.group_size), torch.uint4, eps=scale_floor(weight.dtype),
             scale_dtype=weight.dtype, zero_point_dtype=torch.int32 if integer_zero else weight.dtype,
             preserve_zero=integer_zero, zero_point_domain=self.zero_point_domain, layout=layout,
+            act_quant=self._act_quant(),
         )
+
+    def _act_quant(self) -> Optional[str]:
+        return "int8_per_token_asym" if self.int8_activations else None
 
 
 _ACT_QUANT = {MappingType.SYMMETRIC: "int8_per_token_sym", MappingType.ASYMMETRIC: "int8_per_token_asym"}

@@ -94,6 +94,8 @@ class Layout:
     preferred_on: ClassVar[Tuple[str, ...]] = ()
     #: names of the linear kernels (qtensor/linear.py) that can run a weight stored in this layout
     linear_kernels: ClassVar[Tuple[str, ...]] = ()
+    #: the inner tensors those kernels read (None: all; others are kept for exact unpacking only)
+    matmul_tensor_names: ClassVar[Optional[Tuple[str, ...]]] = None
 
     @classmethod
     def unsupported_reason(cls, spec: QuantSpec, device: torch.device) -> Optional[str]:

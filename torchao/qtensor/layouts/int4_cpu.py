@@ -59,6 +59,7 @@ class Int4CPULayout(Layout):
     portable = "int4_packed"  # the packing depends on the CPU's vector width
     preferred_on = ("cpu",)
     linear_kernels = ("cpu_int4_weight_only", "cpu_int8_dynamic_int4")
+    matmul_tensor_names = ("packed", "scales_and_zeros")
 
     @classmethod
     def unsupported_reason(cls, spec, device):
