@@ -58,9 +58,9 @@ def torchao_configs():
         Int8WeightOnlyConfig,
     )
 
-    return {"bf16": None, "int8wo": Int8WeightOnlyConfig(), "int8wo a8": Int8WeightOnlyConfig(int8_activations=True),
+    return {"bf16": None, "int8wo": Int8WeightOnlyConfig(), "int8wo-a8": Int8WeightOnlyConfig(int8_activations=True),
             "int8dq": Int8DynamicActivationInt8WeightConfig(), "int4wo-128": Int4WeightOnlyConfig(128),
-            "int4wo-128 a8": Int4WeightOnlyConfig(128, int8_activations=True),
+            "int4wo-128-a8": Int4WeightOnlyConfig(128, int8_activations=True),
             "8da4w-32": Int8DynamicActivationInt4WeightConfig(32)}
 
 
@@ -184,6 +184,8 @@ def main(argv=None) -> int:
     parser.add_argument("--prefill", type=int, nargs="*", default=[128, 512])
     parser.add_argument("--batch", type=int, default=8, help="the larger decode batch (torchao)")
     parser.add_argument("--engines", nargs="*", default=["llama.cpp", "torchao"], choices=["llama.cpp", "torchao"])
+    parser.add_argument("--configs", nargs="*", default=list(torchao_configs()), choices=list(torchao_configs()),
+                        help="torchao's rows")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     # several configs compile in this process: never let the recompile limit drop one to eager unnoticed
@@ -205,6 +207,8 @@ def main(argv=None) -> int:
         del hf
     if "torchao" in args.engines:
         for name, config in torchao_configs().items():
+            if name not in args.configs:
+                continue
             r = run_torchao(base, config, prompt, args.tokens, args.prefill, args.batch)
             rows.append((f"torchao {name}", r["weight_bytes"], r["decode_1"], r[f"decode_{args.batch}"], r["prefill"]))
             print(f"  measured torchao {name}", file=sys.stderr, flush=True)

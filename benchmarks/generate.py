@@ -42,7 +42,9 @@ ALL_VARIANTS = ["float", "int8wo", "int4wo-64", "int4wo-128", "int8dq", "8da4w",
 COMPILE_OPTIONS = {"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}
 #: on CPU also max-autotune and Inductor's C++ wrapper (the generated graph calls its ~200 kernels and custom
 #: ops from C++ instead of Python: 1.1 B 8da4w decode 29 -> 31 tok/s, 2 cores); see ``cpu_inductor_freezing``
-CPU_COMPILE_OPTIONS = {**COMPILE_OPTIONS, "max_autotune": True, "cpp_wrapper": True}
+CPU_COMPILE_OPTIONS = {**COMPILE_OPTIONS, "max_autotune": True, "cpp_wrapper": True,
+                       # quiet: no table of timed GEMM choices on stderr for each tuned matmul
+                       "autotune_num_choices_displayed": 0, "max_autotune_report_choices_stats": False}
 #: for a model of float Linear layers: no max-autotune, which benchmarks every layer's GEMM choices separately
 #: (~3 s each: 10+ minutes per input shape for the 1.1 B model); frozen float layers run oneDNN's prepacked GEMM
 CPU_FLOAT_COMPILE_OPTIONS = {**COMPILE_OPTIONS, "cpp_wrapper": True}
@@ -51,9 +53,10 @@ CPU_FLOAT_COMPILE_OPTIONS = {**COMPILE_OPTIONS, "cpp_wrapper": True}
 def cpu_inductor_freezing() -> None:
     """Turn on Inductor freezing for this process (``torch._inductor.config.freezing``; it is a global setting,
     ``torch.compile(options={"freezing": True})`` does not reach the check that enables it). Weights become
-    constants of graphs compiled under ``torch.no_grad()``, so the float Linear layers (all of bf16, lm_head in
-    every config) run Inductor's C++ GEMM template on prepacked weights: lm_head 32000 x 2048 at M = 1 reads
-    34.6 GB/s against 17 for aten's bf16 GEMV (1.1 B 8da4w decode, 2 cores: 3.8 against 6.6 ms a token)."""
+    constants of graphs compiled under ``torch.no_grad()``, so float Linear layers run on prepacked weights:
+    with max-autotune Inductor's C++ GEMM template (lm_head 32000 x 2048 at M = 1 reads 34.6 GB/s against 17
+    for aten's bf16 GEMV; 1.1 B 8da4w decode, 2 cores: 3.8 against 6.6 ms a token), without it oneDNN's
+    (22 GB/s there; bf16 decode 9.1 -> 11.7 tok/s)."""
     import torch._inductor.config
 
     torch._inductor.config.freezing = True
@@ -209,7 +212,7 @@ def worker(args) -> None:
     lead = mesh is None or mesh.get_rank() == 0
     options = COMPILE_OPTIONS
     if device.type == "cpu" and mesh is None:
-        options = CPU_COMPILE_OPTIONS
+        options = CPU_FLOAT_COMPILE_OPTIONS if args.worker == "float" else CPU_COMPILE_OPTIONS
         cpu_inductor_freezing()
     for mode in args.modes:
         torch._dynamo.reset()

@@ -154,10 +154,11 @@ class Int4WeightOnlyConfig(WeightConfig):
     else "int4_packed"); or give one (a name, a Layout class or instance).
 
     ``int8_activations=True`` (opt-in, a numerics change): each activation row is also rounded to int8
-    (asymmetric per token, at run time), so that on CPU the int8 x int4 integer kernel runs (VNNI) instead
-    of aten's float kernel: 1.1 B decode on 2 cores about 2x faster, prefill too (out_features a multiple of
-    64, group size up to 256, bf16 or fp32 weights; elsewhere the activation is fake-quantized into the
-    weight-only kernel). Each row then carries a rounding error of up to half its range / 255 per element.
+    (symmetric per token, at run time, as llama.cpp does per block), so that on CPU the int8 x int4 integer
+    kernel runs (VNNI) instead of aten's float kernel: 1.1 B decode on 2 cores about 2x faster, prefill too
+    (out_features a multiple of 64, group size up to 256, bf16 or fp32 weights; elsewhere the activation is
+    fake-quantized into the weight-only kernel). Each row then carries a rounding error of up to half its
+    absolute max / 127 per element.
     """
 
     group_size: int = 128
@@ -202,7 +203,7 @@ class Int4WeightOnlyConfig(WeightConfig):
         )
 
     def _act_quant(self) -> Optional[str]:
-        return "int8_per_token_asym" if self.int8_activations else None
+        return "int8_per_token_sym" if self.int8_activations else None
 
 
 _ACT_QUANT = {MappingType.SYMMETRIC: "int8_per_token_sym", MappingType.ASYMMETRIC: "int8_per_token_asym"}

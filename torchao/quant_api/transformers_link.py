@@ -61,7 +61,7 @@ def _dynamic_int_config(spec: QuantSpec) -> AOBaseConfig:
         return Int8WeightOnlyConfig(_group(spec), int8_activations=True)
     if spec.target_dtype == torch.int8:
         return Int8DynamicActivationInt8WeightConfig(act_mapping_type=act)
-    if (spec.target_dtype, spec.quant_min, spec.quant_max, act) == (torch.uint4, 0, 15, MappingType.ASYMMETRIC):
+    if (spec.target_dtype, spec.quant_min, spec.quant_max, act) == (torch.uint4, 0, 15, MappingType.SYMMETRIC):
         return Int4WeightOnlyConfig(spec.group_size, zero_point_domain=spec.zero_point_domain, int8_activations=True)
     weight = MappingType.SYMMETRIC if spec.zero_point_domain == ZeroPointDomain.NONE else MappingType.ASYMMETRIC
     return Int8DynamicActivationInt4WeightConfig(spec.group_size, mapping_type=weight, act_mapping_type=act)
