@@ -76,13 +76,16 @@ class Int4CPULayout(Layout):
     @classmethod
     def pack(cls, int_data, scale, zero_point, spec):
         kernel_group = int4_cpu_kernel_group_size(spec.group_size)
+        scales_and_zeros = _drop_zero_zeros(_kernel_scales_and_zeros(scale, zero_point, spec, kernel_group), spec)
         tensors = {
             "packed": int4_cpu_pack(offsets_from_min(int_data, spec)),
-            "scales_and_zeros": _drop_zero_zeros(_kernel_scales_and_zeros(scale, zero_point, spec, kernel_group), spec),
+            "scales_and_zeros": scales_and_zeros,
             "scale": scale,
             "zero_point": zero_point,
         }
-        return tensors, (("kernel_group_size", kernel_group),)
+        # in the spec too, so that compiled graphs (and their caches, keyed by the spec) tell the two forms apart
+        scales_only = scales_and_zeros.shape[-1] == 1
+        return tensors, (("kernel_group_size", kernel_group), ("scales_only", scales_only))
 
     @classmethod
     def unpack(cls, tensors, spec):
