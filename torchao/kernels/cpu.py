@@ -279,8 +279,8 @@ def int8_dynamic_int4_mm(
     """int8 activations x int4 weights with integer dot products (AVX-512 VNNI; a portable loop elsewhere):
     x_int8 (M, K) int8 with x = x_scale * (x_int8 - x_zero) per row (x_scale (M,) float, x_zero (M,) int or
     None for symmetric), packed (N, K / 2) uint8 in aten's int4 CPU format, scales_and_zeros
-    (K / group_size, N, 2) bfloat16 (or (K / group_size, N, 1): scales, zeros 0) -> (M, N) ``out_dtype``, accumulated exactly in int32 per group and in
-    fp32 across groups. Check ``int8_dynamic_int4_runs`` first."""
+    (K / group_size, N, 2) bfloat16 (or (K / group_size, N, 1): scales, zeros 0) -> (M, N) ``out_dtype``,
+    accumulated exactly in int32 per group and in fp32 across groups. Check ``int8_dynamic_int4_runs`` first."""
     return torch.ops.torchao.int8_dynamic_int4_mm_cpu(x_int8, x_scale, x_zero, packed, group_size, scales_and_zeros,
                                                      out_dtype)
 

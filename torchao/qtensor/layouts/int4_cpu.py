@@ -40,8 +40,9 @@ def _kernel_scales_and_zeros(scale, zero_point, spec, kernel_group):
 
 
 def _drop_zero_zeros(scales_and_zeros, spec):
-    """Scales only, (K // kernel_group, N, 1), for a weight with int8 activations whose zeros are all 0."""
-    if spec.act_quant is None or scales_and_zeros[..., 1].any():
+    """Scales only, (K // kernel_group, N, 1), for a weight with int8 activations whose zeros are 0 by its
+    format: no zero point and range [-8, 7] (z = (8 + quant_min) * s); decided by the spec, not the values."""
+    if spec.act_quant is None or spec.zero_point_domain != ZeroPointDomain.NONE or spec.quant_min != -8:
         return scales_and_zeros
     return scales_and_zeros[..., :1].contiguous()
 
