@@ -1,5 +1,5 @@
 """Our C++ CPU kernels (torchao/kernels/csrc) for int8 activations x int4 weights (8da4w) and x int8 weights
-(int8 dynamic, few rows): exact against a float64 reference built from the same integers, on odd shapes and
+(int8 dynamic, few rows), and float activations x int8 weights (int8 weight-only decode): exact against a float64 reference built from the same integers, on odd shapes and
 every group size; the portable paths equal the VNNI paths; the linears pick them, eagerly, compiled and
 exported; a failed build falls back with one warning."""
 
@@ -92,7 +92,10 @@ class TestInt8DynamicInt4Kernel(TestCase):
                                            packed, 64, sz, torch.float32)
             w8 = torch.randint(-128, 128, (70, 320), dtype=torch.int8, generator=torch.Generator().manual_seed(6))
             out8 = torch.ops.torchao.int8_dynamic_int8_mm_cpu(q, scale, w8, torch.ones(70), torch.float32)
-            torch.save((out, out8), sys.argv[1])
+            x = torch.randn(3, 321, generator=torch.Generator().manual_seed(7))
+            w = torch.randint(-128, 128, (70, 321), dtype=torch.int8, generator=torch.Generator().manual_seed(8))
+            gemv = torch.ops.torchao.int8_weight_only_gemv_cpu(x, w, torch.linspace(0.1, 1, 70))
+            torch.save((out, out8, gemv), sys.argv[1])
         """) % os.path.dirname(os.path.abspath(__file__))
         outputs = []
         for portable in (False, True):
@@ -104,6 +107,7 @@ class TestInt8DynamicInt4Kernel(TestCase):
             outputs.append(torch.load(path))
         self.assertLess(relative(outputs[1][0], outputs[0][0]), 1e-6)
         self.assertTrue(torch.equal(outputs[1][1], outputs[0][1]))  # one int32 sum per output: bit-equal
+        self.assertLess(relative(outputs[1][2], outputs[0][2]), 1e-6)  # float sums in another order
 
     def test_scales_only_and_16_bit_outputs(self):
         """Scales only ((K/G, N, 1), zeros 0) give the same floats as (s, 0) pairs; bf16 / fp16 outputs are the
@@ -164,6 +168,67 @@ class TestInt8DynamicInt8Kernel(TestCase):
             xq, scale, _ = get_activation_quantizer(q.spec.act_quant).quantize(x)
             reference = (scale.double()[:, None] * xq.double()) @ q.dequantize().double().t()
             self.assertLess(relative(F.linear(x, q), reference), 2 ** -8, msg=f"M={m}")
+
+
+class TestFloatInt8Gemv(TestCase):
+    """Float activations x int8 weights (csrc/float_int8_gemv.cpp): float32 products and sums, no rounding of x."""
+
+    def setUp(self):
+        self.assertTrue(cpp_kernels_available(), "the C++ kernels did not build (g++ and ninja are needed)")
+
+    def test_against_float64_reference(self):
+        """K not a multiple of 16 or 64 (masked tails), N odd, rows 1..5 (tiles of 4 and the rest): float32
+        accumulation only (< 1e-6); bf16 / fp16 inputs are exact in float32, so their outputs are the float32
+        outputs rounded, bit-equal."""
+        op = torch.ops.torchao.int8_weight_only_gemv_cpu
+        for n, k in ((1, 1), (5, 17), (64, 64), (131, 100), (7, 1000), (3, 4096 + 48)):
+            for m in (1, 2, 4, 5):
+                with self.subTest(n=n, k=k, m=m):
+                    g = torch.Generator().manual_seed(n * k + m)
+                    x = torch.randn(m, k, generator=g) * 4
+                    w = torch.randint(-128, 128, (n, k), dtype=torch.int8, generator=g)
+                    w[0] = -128
+                    s = torch.rand(n, generator=g) * 0.01 + 1e-4
+                    out = op(x, w, s)
+                    self.assertEqual((out.shape, out.dtype), ((m, n), torch.float32))
+                    reference = x.double() @ (w.double() * s.double()[:, None]).t()
+                    self.assertLess(relative(out, reference), 1e-6)
+                    for dtype in (torch.bfloat16, torch.float16):
+                        x16 = x.to(dtype)
+                        self.assertTrue(torch.equal(op(x16, w, s), op(x16.float(), w, s).to(dtype)))
+
+    def test_int8_weight_only_decodes_on_it(self):
+        """One row goes to the C++ kernel (float32 x, unrounded: closer to the reference than the aten kernel's
+        bf16 activations); more rows and gradients take the aten kernel; compile and export keep the op."""
+        from torchao.quantization import Int8WeightOnlyConfig
+
+        q = Int8WeightOnlyConfig()(torch.randn(96, 200))
+        reference_weight = q.dequantize().double()
+        x = torch.randn(1, 200)
+        self.assertLess(relative(F.linear(x, q), x.double() @ reference_weight.t()), 1e-6)
+        x3 = torch.randn(3, 200, requires_grad=True)
+        out = F.linear(x3, q)
+        out.sum().backward()
+        self.assertLess(relative(out, x3.detach().double() @ reference_weight.t()), 2 ** -7)
+        self.assertLess(relative(x3.grad, reference_weight.sum(0).expand(3, -1)), 2 ** -7)
+        linear = torch.nn.Linear(200, 96, bias=False)
+        linear.weight = torch.nn.Parameter(q, requires_grad=False)
+        with torch.no_grad():
+            eager = linear(x)
+            self.assertTrue(torch.equal(torch.compile(linear)(x), eager))
+            exported = torch.export.export(linear, (x,))
+        self.assertIn("torchao.int8_weight_only_gemv_cpu", str(exported.graph_module.code))
+        self.assertTrue(torch.equal(exported.module()(x), eager))
+
+    def test_bad_inputs_are_named(self):
+        op = torch.ops.torchao.int8_weight_only_gemv_cpu
+        w = torch.zeros(4, 8, dtype=torch.int8)
+        with self.assertRaisesRegex(RuntimeError, "float32, bfloat16 or float16 activations expected, got Int"):
+            op(torch.zeros(1, 8, dtype=torch.int32), w, torch.ones(4))
+        with self.assertRaisesRegex(RuntimeError, r"int8 w \(N, K\) expected, got \[1, 9\]"):
+            op(torch.zeros(1, 9), w, torch.ones(4))
+        with self.assertRaisesRegex(RuntimeError, "one scale per output channel expected, got 3 for N = 4"):
+            op(torch.zeros(1, 8), w, torch.ones(3))
 
 
 class TestInt8ActivationsOptIn(TestCase):

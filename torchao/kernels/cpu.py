@@ -48,6 +48,10 @@ _INT_MM_MIN_ROWS = 8
 #: streamed once per 4 rows. 5632 x 2048 from memory, 2 cores: M = 1 25-30 GB/s (aten._int_mm 24-28), M = 2..8
 #: 2-3x faster than aten._int_mm, M = 16 even
 _CPP_INT8_MAX_ROWS = 16
+#: up to this many rows float x int8 weight-only runs our C++ kernel (csrc/float_int8_gemv.cpp). From memory,
+#: 2 cores, bf16 activations, M = 1: 23-33 GB/s, 1.06-1.9x aten._weight_int8pack_mm (5632x2048, 2048x5632,
+#: 4096x4096); at M = 2..4 it reloads the activations per 16 weights and falls behind aten (0.67-1.4x)
+_CPP_GEMV_MAX_ROWS = 1
 #: from this many rows, 16-bit int8 weight-only converts the weight and runs F.linear (M=128, 4096x4096:
 #: 26 ms against 33 ms for aten._weight_int8pack_mm; fp32 activations stay on the kernel, 2x faster there)
 _DEQUANTIZE_MIN_ROWS = 64
@@ -216,6 +220,10 @@ _CPP_OPS = {
         lambda x_int8, x_scale, w_int8, w_scale, out_dtype: x_int8.new_empty(
             x_int8.shape[0], w_int8.shape[0], dtype=out_dtype),
     ),
+    "int8_weight_only_gemv_cpu": (
+        "Tensor x, Tensor w_int8, Tensor w_scale",
+        lambda x, w_int8, w_scale: x.new_empty(x.shape[0], w_int8.shape[0]),
+    ),
     "int8_dynamic_int4_mm_cpu": (
         "Tensor x_int8, Tensor x_scale, Tensor? x_zero, Tensor packed, int group_size, Tensor scales_and_zeros, "
         "ScalarType out_dtype",
@@ -324,8 +332,19 @@ _int8_weight_only_op.register_autograd(_int8_weight_only_backward, setup_context
 _int4_weight_only_op.register_autograd(_int4_weight_only_backward, setup_context=_int4_weight_only_setup)
 
 
+def _use_cpp_gemv(x: torch.Tensor) -> bool:
+    """One row (concrete M = 1) on our C++ kernels, for inference (the C++ op has no backward)."""
+    return (isinstance(x.shape[0], int) and x.shape[0] <= _CPP_GEMV_MAX_ROWS and cpp_kernels_available()
+            and not (x.requires_grad and torch.is_grad_enabled()))
+
+
 def int8_weight_only_mm(x: torch.Tensor, w_int8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """x (M, K) float @ (w_int8 (N, K) int8 * scale (N,)).T -> (M, N) in x.dtype."""
+    """x (M, K) float @ (w_int8 (N, K) int8 * scale (N,)).T -> (M, N) in x.dtype.
+
+    One row (decode) runs our C++ kernel in float32 (csrc/float_int8_gemv.cpp); more rows, and gradients, take
+    the aten kernels (bf16 activations, see weight_only_compute_dtype)."""
+    if _use_cpp_gemv(x):
+        return torch.ops.torchao.int8_weight_only_gemv_cpu(x, w_int8, scale.reshape(-1))
     return torch.ops.torchao.int8_weight_only_mm_cpu(x, w_int8, scale.reshape(-1))
 
 

@@ -1,17 +1,26 @@
-// Run-time choice between the AVX-512 VNNI kernels and their portable paths.
+// Run-time choice between the AVX-512 (VNNI) kernels and their portable paths.
 #pragma once
 
 #include <cstdlib>
 
 namespace torchao_cpp {
 
-// Whether this CPU has AVX-512 F / BW / VL / VNNI; TORCHAO_CPU_PORTABLE=1 (read once) forces the portable
-// paths, which the tests compare against.
-inline bool use_vnni() {
+// Whether this CPU has AVX-512 F / BW / VL; TORCHAO_CPU_PORTABLE=1 (read once) forces the portable paths,
+// which the tests compare against.
+inline bool use_avx512() {
 #if defined(__x86_64__) || defined(_M_X64)
   static const bool yes = std::getenv("TORCHAO_CPU_PORTABLE") == nullptr && __builtin_cpu_supports("avx512f") &&
-                          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-                          __builtin_cpu_supports("avx512vnni");
+                          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+  return yes;
+#else
+  return false;
+#endif
+}
+
+// use_avx512() and AVX-512 VNNI (integer dot products)
+inline bool use_vnni() {
+#if defined(__x86_64__) || defined(_M_X64)
+  static const bool yes = use_avx512() && __builtin_cpu_supports("avx512vnni");
   return yes;
 #else
   return false;

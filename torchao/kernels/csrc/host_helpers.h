@@ -15,6 +15,21 @@ inline at::Tensor as_contiguous(const at::Tensor& t, at::ScalarType dtype) {
   return t.scalar_type() == dtype && t.is_contiguous() ? t : t.to(dtype).contiguous();
 }
 
+// A float32 / bfloat16 / float16 tensor's values as float32, row-major (one pass, no aten call)
+inline std::vector<float> to_float(const at::Tensor& t) {
+  const auto c = t.contiguous();
+  const int64_t count = c.numel();
+  std::vector<float> values(count);
+  switch (c.scalar_type()) {
+    case at::kFloat: std::copy(c.data_ptr<float>(), c.data_ptr<float>() + count, values.begin()); break;
+    case at::kBFloat16: std::copy(c.data_ptr<at::BFloat16>(), c.data_ptr<at::BFloat16>() + count, values.begin()); break;
+    case at::kHalf: std::copy(c.data_ptr<at::Half>(), c.data_ptr<at::Half>() + count, values.begin()); break;
+    default: TORCH_CHECK(false, "torchao CPU kernels: float32, bfloat16 or float16 activations expected, got ",
+                         c.scalar_type());
+  }
+  return values;
+}
+
 // Per row and group of ``group`` consecutive k (``group`` divides K): the int32 sum of the row's int8 values,
 // (M, max(K / group, 1)) row-major (K = 0: one zero per row)
 inline std::vector<int32_t> group_sums(const int8_t* x, int64_t m, int64_t k, int64_t group) {

@@ -1,0 +1,128 @@
+// Float activations x int8 weights on CPU for few rows (decode of int8 weight-only), AVX-512 with a portable
+// path of the same math. The activations stay floating point (no numerics change): each weight is widened
+// to float32 and multiplied with float32 accumulation.
+//
+//   x  (M, K) float32 / bfloat16 / float16, converted once to float32
+//   w  (N, K) int8 row-major, s (N,) float32: weight[n, k] = s[n] * w[n, k]
+//   out (M, N) x.dtype = s[n] * sum_k x[m, k] * w[n, k]
+// Weights stream from memory once per 4 rows of x, one sequential stream per thread with a software
+// prefetch ahead of it (as in int8_int8_gemm.cpp).
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "cpu_features.h"
+#include "host_helpers.h"
+
+#include <cstdint>
+#include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define TORCHAO_X86 1
+#endif
+
+namespace {
+
+constexpr int64_t kRows = 4;         // activation rows per pass over a weight row
+constexpr int64_t kPrefetch = 4096;  // bytes ahead of the weight row being read
+
+struct Problem {
+  const float* x;  // (M, K) float32
+  const int8_t* w;
+  const float* s;
+  float* out;
+  int64_t m, k, n;
+};
+
+void channels_portable(const Problem& p, int64_t n0, int64_t n1) {
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t i = 0; i < p.m; ++i) {
+      float dot = 0.f;
+      for (int64_t t = 0; t < p.k; ++t) dot += p.x[i * p.k + t] * static_cast<float>(p.w[n * p.k + t]);
+      p.out[i * p.n + n] = p.s[n] * dot;
+    }
+}
+
+#ifdef TORCHAO_X86
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
+
+AVX512 inline __m512 widen(__m128i bytes) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes)); }
+
+// one output channel x rows [i, i + R): 4 independent accumulators per row over 64 weights a step (hides the
+// FMA latency), then 16 weights a step with masks for the rest of K
+template <int R>
+AVX512 void tile_avx512(const Problem& p, int64_t n, int64_t i) {
+  const int8_t* row = p.w + n * p.k;
+  __m512 acc[R][4];
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < 4; ++j) acc[r][j] = _mm512_setzero_ps();
+  int64_t t = 0;
+  for (; t + 64 <= p.k; t += 64) {
+    _mm_prefetch(reinterpret_cast<const char*>(row + t + kPrefetch), _MM_HINT_T0);
+    for (int j = 0; j < 4; ++j) {
+      const __m512 wf = widen(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + t + 16 * j)));
+      for (int r = 0; r < R; ++r)
+        acc[r][j] = _mm512_fmadd_ps(wf, _mm512_loadu_ps(p.x + (i + r) * p.k + t + 16 * j), acc[r][j]);
+    }
+  }
+  for (; t < p.k; t += 16) {
+    const __mmask16 mask = p.k - t >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (p.k - t)) - 1);
+    const __m512 wf = widen(_mm_maskz_loadu_epi8(mask, row + t));
+    for (int r = 0; r < R; ++r)
+      acc[r][0] = _mm512_fmadd_ps(wf, _mm512_maskz_loadu_ps(mask, p.x + (i + r) * p.k + t), acc[r][0]);
+  }
+  for (int r = 0; r < R; ++r) {
+    const __m512 sum = _mm512_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]), _mm512_add_ps(acc[r][2], acc[r][3]));
+    p.out[(i + r) * p.n + n] = p.s[n] * _mm512_reduce_add_ps(sum);
+  }
+}
+
+AVX512 void channel_avx512(const Problem& p, int64_t n) {
+  int64_t i = 0;
+  for (; i + kRows <= p.m; i += kRows) tile_avx512<kRows>(p, n, i);
+  switch (p.m - i) {
+    case 3: tile_avx512<3>(p, n, i); break;
+    case 2: tile_avx512<2>(p, n, i); break;
+    case 1: tile_avx512<1>(p, n, i); break;
+    default: break;
+  }
+}
+#endif
+
+void run_channels(const Problem& p, int64_t n0, int64_t n1) {
+#ifdef TORCHAO_X86
+  if (torchao_cpp::use_avx512()) {
+    for (int64_t n = n0; n < n1; ++n) channel_avx512(p, n);
+    return;
+  }
+#endif
+  channels_portable(p, n0, n1);
+}
+
+at::Tensor int8_weight_only_gemv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& w_scale) {
+  TORCH_CHECK(x.dim() == 2 && w.dim() == 2 && w.scalar_type() == at::kChar && x.size(1) == w.size(1),
+              "int8_weight_only_gemv: float x (M, K) and int8 w (N, K) expected, got ", x.sizes(), " ",
+              x.scalar_type(), " and ", w.sizes(), " ", w.scalar_type());
+  const int64_t m = x.size(0), k = x.size(1), n = w.size(0);
+  const auto s = torchao_cpp::as_contiguous(w_scale, at::kFloat);
+  TORCH_CHECK(s.numel() == n, "int8_weight_only_gemv: one scale per output channel expected, got ", s.numel(),
+              " for N = ", n);
+  const std::vector<float> xf = torchao_cpp::to_float(x);
+  const auto wc = w.contiguous();
+  torchao_cpp::FloatOutput out(m, n, x.scalar_type(), x.options());
+  const Problem p{xf.data(), wc.data_ptr<int8_t>(), s.data_ptr<float>(), out.values(), m, k, n};
+  // tasks streaming at least ~64 KB of weights each
+  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(k, 1));
+  at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
+    run_channels(p, begin, end);
+    out.finish(begin, end);
+  });
+  return out.tensor();
+}
+
+}  // namespace
+
+// the schema is defined in torchao/kernels/cpu.py (with the fake and a loader for processes without this library)
+TORCH_LIBRARY_IMPL(torchao, CPU, m) { m.impl("int8_weight_only_gemv_cpu", &int8_weight_only_gemv); }
