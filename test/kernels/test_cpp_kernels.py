@@ -1,5 +1,5 @@
 """Our C++ CPU kernels (torchao/kernels/csrc) for int8 activations x int4 weights (8da4w) and x int8 weights
-(int8 dynamic, few rows), and float activations x int8 weights (int8 weight-only decode): exact against a float64 reference built from the same integers, on odd shapes and
+(int8 dynamic, few rows), and float activations x int8 / int4 weights (weight-only decode): exact against a float64 reference built from the same integers, on odd shapes and
 every group size; the portable paths equal the VNNI paths; the linears pick them, eagerly, compiled and
 exported; a failed build falls back with one warning."""
 
@@ -95,7 +95,8 @@ class TestInt8DynamicInt4Kernel(TestCase):
             x = torch.randn(3, 321, generator=torch.Generator().manual_seed(7))
             w = torch.randint(-128, 128, (70, 321), dtype=torch.int8, generator=torch.Generator().manual_seed(8))
             gemv = torch.ops.torchao.int8_weight_only_gemv_cpu(x, w, torch.linspace(0.1, 1, 70))
-            torch.save((out, out8, gemv), sys.argv[1])
+            gemv4 = torch.ops.torchao.int4_weight_only_gemv_cpu(x[:, :320].contiguous(), packed, 64, sz)
+            torch.save((out, out8, gemv, gemv4), sys.argv[1])
         """) % os.path.dirname(os.path.abspath(__file__))
         outputs = []
         for portable in (False, True):
@@ -108,6 +109,7 @@ class TestInt8DynamicInt4Kernel(TestCase):
         self.assertLess(relative(outputs[1][0], outputs[0][0]), 1e-6)
         self.assertTrue(torch.equal(outputs[1][1], outputs[0][1]))  # one int32 sum per output: bit-equal
         self.assertLess(relative(outputs[1][2], outputs[0][2]), 1e-6)  # float sums in another order
+        self.assertLess(relative(outputs[1][3], outputs[0][3]), 1e-5)
 
     def test_scales_only_and_16_bit_outputs(self):
         """Scales only ((K/G, N, 1), zeros 0) give the same floats as (s, 0) pairs; bf16 / fp16 outputs are the
@@ -215,7 +217,8 @@ class TestFloatInt8Gemv(TestCase):
         linear.weight = torch.nn.Parameter(q, requires_grad=False)
         with torch.no_grad():
             eager = linear(x)
-            self.assertTrue(torch.equal(torch.compile(linear)(x), eager))
+            # static M: a symbolic M (dynamo marks it dynamic after a recompile) takes the aten kernel
+            self.assertTrue(torch.equal(torch.compile(linear, dynamic=False)(x), eager))
             exported = torch.export.export(linear, (x,))
         self.assertIn("torchao.int8_weight_only_gemv_cpu", str(exported.graph_module.code))
         self.assertTrue(torch.equal(exported.module()(x), eager))
@@ -229,6 +232,78 @@ class TestFloatInt8Gemv(TestCase):
             op(torch.zeros(1, 9), w, torch.ones(4))
         with self.assertRaisesRegex(RuntimeError, "one scale per output channel expected, got 3 for N = 4"):
             op(torch.zeros(1, 8), w, torch.ones(3))
+
+
+class TestBf16Int4Gemv(TestCase):
+    """bfloat16 activations x int4 weights in aten's packing (csrc/bf16_int4_gemv.cpp): bf16 products are exact,
+    sums float32; float32 activations are rounded to bf16 first, as the aten kernel does."""
+
+    def setUp(self):
+        self.assertTrue(cpp_kernels_available(), "the C++ kernels did not build (g++ and ninja are needed)")
+        if not cpu_kernels._int4_packing_is_blocked_by_64():
+            self.skipTest("this CPU's aten int4 packing is not the AVX-512 one the kernel reads")
+
+    def test_against_float64_reference(self):
+        """Every group size, odd K, rows 1..9 (tiles of 4 and the rest), (s, z) pairs and scales only: float32
+        accumulation only (< 1e-5); bf16 outputs are the float32 outputs rounded, bit-equal."""
+        op = torch.ops.torchao.int4_weight_only_gemv_cpu
+        for n, k, group in SHAPES:
+            packed, scales_and_zeros, weight = random_int4_weight(n, k, group, seed=n + k)
+            x_sum = None
+            for m in (1, 2, 3, 5, 9):
+                with self.subTest(n=n, k=k, group=group, m=m):
+                    x = torch.randn(m, k, generator=torch.Generator().manual_seed(m)) * 3 + 0.5
+                    x_bf16 = x.to(torch.bfloat16)
+                    reference = x_bf16.double() @ weight.t()
+                    out = op(x, packed, group, scales_and_zeros)
+                    self.assertEqual((out.shape, out.dtype), ((m, n), torch.float32))
+                    self.assertLess(relative(out, reference), 1e-5)
+                    self.assertTrue(torch.equal(op(x_bf16, packed, group, scales_and_zeros), out.to(torch.bfloat16)))
+                    x_sum = x_bf16.double().reshape(m, k // group, group).sum(-1)
+                    scales_only = op(x, packed, group, scales_and_zeros[..., :1].contiguous())
+                    self.assertLess(relative(scales_only, reference - x_sum @ scales_and_zeros[..., 1].double()), 1e-5)
+
+    def test_int4_weight_only_runs_on_it(self):
+        """Int4WeightOnlyConfig on CPU: decode rows take the C++ kernel (float32 output unrounded: 1e-5 of the
+        reference, where the aten kernel rounds to bf16: 2e-3); gradients take aten; compile and export keep the
+        op."""
+        from torchao.quantization import Int4WeightOnlyConfig
+
+        if not cpu_kernels._cpu_has_avx512_bf16():
+            self.skipTest("no AVX-512 BF16 on this CPU: int4 weight-only stays on the aten kernel")
+        q = Int4WeightOnlyConfig(64)(torch.randn(128, 256))
+        # the kernel's weight, in float64: bf16 scales and zeros (q.dequantize() uses the float32 qparams kept
+        # beside them, int4_cpu_dequantize rounds to bf16)
+        codes = cpu_kernels.int4_cpu_unpack(q.packed, 128, 256).double().reshape(128, 4, 64)
+        scales, zeros = q.scales_and_zeros.double().unbind(-1)
+        weight = ((codes - 8) * scales.t().unsqueeze(-1) + zeros.t().unsqueeze(-1)).reshape(128, 256)
+        x = torch.randn(2, 256)
+        self.assertEqual(select_linear_kernel(x, q).name, "cpu_int4_weight_only")
+        self.assertLess(relative(F.linear(x, q), x.to(torch.bfloat16).double() @ weight.t()), 1e-5)
+        x_grad = x.clone().requires_grad_()
+        F.linear(x_grad, q).sum().backward()
+        self.assertLess(relative(x_grad.grad, weight.sum(0).expand(2, -1)), 2 ** -7)
+        linear = torch.nn.Linear(256, 128, bias=False)
+        linear.weight = torch.nn.Parameter(q, requires_grad=False)
+        with torch.no_grad():
+            eager = linear(x)
+            # static M: a symbolic M (dynamo marks it dynamic after a recompile) takes the aten kernel
+            self.assertTrue(torch.equal(torch.compile(linear, dynamic=False)(x), eager))
+            exported = torch.export.export(linear, (x,))
+        self.assertIn("torchao.int4_weight_only_gemv_cpu", str(exported.graph_module.code))
+        self.assertTrue(torch.equal(exported.module()(x), eager))
+
+    def test_bad_inputs_are_named(self):
+        op = torch.ops.torchao.int4_weight_only_gemv_cpu
+        packed, scales_and_zeros, _ = random_int4_weight(64, 64, 32, seed=0)
+        with self.assertRaisesRegex(RuntimeError, "float32 or bfloat16 x \\(M, K\\) expected, got \\[1, 64\\] Half"):
+            op(torch.zeros(1, 64, dtype=torch.float16), packed, 32, scales_and_zeros)
+        with self.assertRaisesRegex(RuntimeError, "N = 32 is not a multiple of 64"):
+            op(torch.zeros(1, 64), packed[:32], 32, scales_and_zeros[:, :32])
+        with self.assertRaisesRegex(RuntimeError, "group_size 48 must be even and divide K = 64"):
+            op(torch.zeros(1, 64), packed, 48, scales_and_zeros)
+        with self.assertRaisesRegex(RuntimeError, "bfloat16 scales_and_zeros"):
+            op(torch.zeros(1, 64), packed, 32, scales_and_zeros.float())
 
 
 class TestInt8ActivationsOptIn(TestCase):

@@ -224,6 +224,10 @@ _CPP_OPS = {
         "Tensor x, Tensor w_int8, Tensor w_scale",
         lambda x, w_int8, w_scale: x.new_empty(x.shape[0], w_int8.shape[0]),
     ),
+    "int4_weight_only_gemv_cpu": (
+        "Tensor x, Tensor packed, int group_size, Tensor scales_and_zeros",
+        lambda x, packed, group_size, scales_and_zeros: x.new_empty(x.shape[0], packed.shape[0]),
+    ),
     "int8_dynamic_int4_mm_cpu": (
         "Tensor x_int8, Tensor x_scale, Tensor? x_zero, Tensor packed, int group_size, Tensor scales_and_zeros, "
         "ScalarType out_dtype",
@@ -269,6 +273,36 @@ def _int4_packing_is_blocked_by_64() -> bool:
     q = (n * 5 + k * 3) % 16
     expected = (q[:32] | (q[32:] << 4)).t().reshape(-1).to(torch.uint8)  # per k: channel j | channel j + 32
     return torch.equal(int4_cpu_pack(q).reshape(-1), expected)
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_has_avx512_bf16() -> bool:
+    is_supported = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    return bool(is_supported and is_supported())
+
+
+def _bf16_int4_gemv_runs(x: torch.Tensor, n, scales_and_zeros_dtype: torch.dtype) -> bool:
+    """Whether int4 weight-only runs our bf16 x int4 C++ kernel: float32 / bfloat16 inference input of concrete
+    M, bfloat16 scales, aten's AVX-512 packing with N a multiple of 64, a CPU with AVX-512 BF16 (elsewhere its
+    scalar path would be slower than aten), and M <= _GEMV_INT4_MAX_ROWS[the number of 64-channel blocks]."""
+    m = x.shape[0]
+    return (
+        isinstance(m, int) and isinstance(n, int) and n % _INT4_BLOCK_N == 0
+        and m <= _int4_gemv_max_rows(n // _INT4_BLOCK_N)
+        and x.dtype in (torch.float32, torch.bfloat16) and scales_and_zeros_dtype == torch.bfloat16
+        and not (x.requires_grad and torch.is_grad_enabled())
+        and _cpu_has_avx512_bf16() and cpp_kernels_available() and _int4_packing_is_blocked_by_64()
+    )
+
+
+#: (fewest 64-channel blocks, most rows) for the bf16 x int4 kernel, by width. From memory, 2 cores, group 128,
+#: against aten._weight_int4pack_mm_for_cpu: 5632x2048, 2048x5632, 4096x4096 1.55-2.1x at every M from 1 to
+#: 128; 256x2048 (4 blocks) 1.1-1.6x up to M = 4, 0.58-0.76x from M = 8
+_GEMV_INT4_MAX_ROWS = ((16, 1 << 62), (1, 4))
+
+
+def _int4_gemv_max_rows(blocks: int) -> int:
+    return next((rows for fewest, rows in _GEMV_INT4_MAX_ROWS if blocks >= fewest), 0)
 
 
 def int8_dynamic_int4_runs(n: int, kernel_group_size: int, scales_and_zeros_dtype: torch.dtype) -> bool:
@@ -355,7 +389,12 @@ def int4_weight_only_mm(
 
     packed: from ``int4_cpu_pack``; scales_and_zeros: (K // group_size, N, 2) float (s, z), or (..., 1): s;
     group_size in INT4_CPU_GROUP_SIZES. Returns (M, N) in x.dtype.
+
+    Where ``_bf16_int4_gemv_runs`` says so, our C++ kernel (csrc/bf16_int4_gemv.cpp) runs it: bf16 activations
+    as with aten's kernel, float32 sums, ~2x faster; else, and for gradients, the aten kernel.
     """
+    if _bf16_int4_gemv_runs(x, packed.shape[0], scales_and_zeros.dtype):
+        return torch.ops.torchao.int4_weight_only_gemv_cpu(x, packed, group_size, scales_and_zeros)
     return torch.ops.torchao.int4_weight_only_mm_cpu(x, packed, group_size, scales_and_zeros)
 
 

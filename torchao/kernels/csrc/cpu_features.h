@@ -27,4 +27,14 @@ inline bool use_vnni() {
 #endif
 }
 
+// use_avx512() and AVX-512 BF16 (bfloat16 dot products)
+inline bool use_avx512_bf16() {
+#if defined(__x86_64__) || defined(_M_X64)
+  static const bool yes = use_avx512() && __builtin_cpu_supports("avx512bf16");
+  return yes;
+#else
+  return false;
+#endif
+}
+
 }  // namespace torchao_cpp

@@ -30,6 +30,16 @@ inline std::vector<float> to_float(const at::Tensor& t) {
   return values;
 }
 
+// A float32 / bfloat16 tensor's values rounded to bfloat16 (to nearest even, as Tensor.to), row-major
+inline std::vector<at::BFloat16> to_bfloat16(const at::Tensor& t) {
+  const auto c = t.contiguous();
+  const int64_t count = c.numel();
+  if (c.scalar_type() == at::kBFloat16) return {c.data_ptr<at::BFloat16>(), c.data_ptr<at::BFloat16>() + count};
+  TORCH_CHECK(c.scalar_type() == at::kFloat, "torchao CPU kernels: float32 or bfloat16 activations expected, got ",
+              c.scalar_type());
+  return {c.data_ptr<float>(), c.data_ptr<float>() + count};
+}
+
 // Per row and group of ``group`` consecutive k (``group`` divides K): the int32 sum of the row's int8 values,
 // (M, max(K / group, 1)) row-major (K = 0: one zero per row)
 inline std::vector<int32_t> group_sums(const int8_t* x, int64_t m, int64_t k, int64_t group) {

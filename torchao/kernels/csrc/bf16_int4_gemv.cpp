@@ -1,0 +1,208 @@
+// bfloat16 activations x int4 weights on CPU for few rows (decode of int4 weight-only), for aten's AVX-512 int4
+// packing, with bfloat16 dot products (AVX-512 BF16) and a portable scalar path of the same math.
+//
+// Inputs
+//   x        (M, K) float32 or bfloat16, rounded to bfloat16 once (as the aten kernel does for float32)
+//   packed   (N, K / 2) uint8, aten._convert_weight_to_int4pack_for_cpu's AVX-512 order: blocks of 64 output
+//            channels; per k of a block 32 bytes, low nibbles channels 0..31, high nibbles channels 32..63
+//   sz       (K / G, N, 2) bfloat16 per group (scale s, zero z): w[n, k] = (q[n, k] - 8) * s + z; or
+//            (K / G, N, 1): scales only, z = 0
+// Output (M, N) x.dtype:
+//   out[m, n] = sum_g [ s * (D - 8 X) + z * X ],  D = sum_k q x,  X = sum_k x  over the group's k
+// with products of bfloat16 values exact and sums in float32.
+//
+// The vector path turns each nibble q into the bfloat16 number 128 + q (bits 0x4300 | q: no conversion
+// instruction) and accumulates (128 + q) x pairs with vdpbf16ps; D is that sum minus 128 X.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "cpu_features.h"
+#include "host_helpers.h"
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define TORCHAO_X86 1
+#endif
+
+namespace {
+
+constexpr int64_t kBlockN = 64;
+constexpr int64_t kRows = 4;         // activation rows per pass over a block's weights
+constexpr int64_t kPrefetch = 4096;  // bytes ahead of the weight rows being read
+
+struct Problem {
+  const uint16_t* x;     // (M, K) bfloat16 bits
+  const float* xsum;     // (M, K / G): X per row and group
+  const uint8_t* packed;
+  const uint16_t* sz;    // bfloat16 bits
+  float* out;
+  int64_t m, k, n, group;
+  int64_t sz_width;  // 2: (s, z) pairs; 1: scales only
+};
+
+inline float bf16_to_float(uint16_t bits) {
+  const uint32_t wide = static_cast<uint32_t>(bits) << 16;
+  float f;
+  std::memcpy(&f, &wide, sizeof(f));
+  return f;
+}
+
+void block_portable(const Problem& p, int64_t block) {
+  const uint8_t* data = p.packed + block * kBlockN * (p.k / 2);
+  const int64_t groups = p.k / p.group;
+  for (int64_t i = 0; i < p.m; ++i)
+    for (int64_t c = 0; c < kBlockN; ++c) {
+      const int64_t n = block * kBlockN + c;
+      float total = 0.f;
+      for (int64_t g = 0; g < groups; ++g) {
+        float d = 0.f;
+        for (int64_t t = g * p.group; t < (g + 1) * p.group; ++t) {
+          const uint8_t byte = data[t * 32 + (c & 31)];
+          d += static_cast<float>(c < 32 ? (byte & 0xF) : (byte >> 4)) * bf16_to_float(p.x[i * p.k + t]);
+        }
+        const uint16_t* pair = p.sz + (g * p.n + n) * p.sz_width;
+        const float x = p.xsum[i * groups + g];
+        const float z = p.sz_width == 2 ? bf16_to_float(pair[1]) : 0.f;
+        total += bf16_to_float(pair[0]) * (d - 8.f * x) + z * x;
+      }
+      p.out[i * p.n + n] = total;
+    }
+}
+
+#ifdef TORCHAO_X86
+#define AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+
+// Group g's (s, z) of 16 consecutive channels from channel n as two float vectors
+AVX512_BF16 inline void load_scales(const Problem& p, int64_t g, int64_t n, __m512& s, __m512& z) {
+  const uint16_t* at = p.sz + (g * p.n + n) * p.sz_width;
+  if (p.sz_width == 1) {
+    const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(at)));
+    s = _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+    z = _mm512_setzero_ps();
+    return;
+  }
+  const __m512i pairs = _mm512_loadu_si512(at);
+  s = _mm512_castsi512_ps(_mm512_slli_epi32(pairs, 16));
+  z = _mm512_castsi512_ps(_mm512_and_si512(pairs, _mm512_set1_epi32(static_cast<int>(0xFFFF0000u))));
+}
+
+// Rows [i, i + R) of one block over all groups. Per step of two k: the two 32-byte weight rows are interleaved
+// byte-wise and widened to 16-bit lanes (one byte = the nibbles of channels j and j + 32), so each 32-bit lane
+// holds one channel's pair (k, k + 1); the low and high nibbles become bfloat16 128 + q by one ternary-logic
+// op each. The four accumulators hold channels {0-7, 16-23}, {8-15, 24-31}, and those + 32.
+template <int R>
+AVX512_BF16 void rows_avx512(const Problem& p, int64_t block, int64_t i) {
+  const uint8_t* data = p.packed + block * kBlockN * (p.k / 2);
+  const int64_t groups = p.k / p.group;
+  const __m512i nibble = _mm512_set1_epi16(0x000F), exponent = _mm512_set1_epi16(0x4300);
+  __m512 total[R][4];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < 4; ++c) total[r][c] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < groups; ++g) {
+    __m512 acc[R][4];
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < 4; ++c) acc[r][c] = _mm512_setzero_ps();
+    for (int64_t t = g * p.group; t < (g + 1) * p.group; t += 2) {
+      const uint8_t* rows = data + t * 32;
+      _mm_prefetch(reinterpret_cast<const char*>(rows + kPrefetch), _MM_HINT_T0);
+      const __m256i r0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows));
+      const __m256i r1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows + 32));
+      const __m512i lanes[2] = {_mm512_cvtepu8_epi16(_mm256_unpacklo_epi8(r0, r1)),
+                                _mm512_cvtepu8_epi16(_mm256_unpackhi_epi8(r0, r1))};
+      __m512bh q[4];
+      for (int h = 0; h < 2; ++h) {
+        // (a & b) | c = 0xEA
+        q[h] = (__m512bh)_mm512_ternarylogic_epi32(lanes[h], nibble, exponent, 0xEA);
+        q[h + 2] = (__m512bh)_mm512_ternarylogic_epi32(_mm512_srli_epi16(lanes[h], 4), nibble, exponent, 0xEA);
+      }
+      for (int r = 0; r < R; ++r) {
+        int32_t two;
+        std::memcpy(&two, p.x + (i + r) * p.k + t, sizeof(two));
+        const __m512bh x2 = (__m512bh)_mm512_set1_epi32(two);
+        for (int c = 0; c < 4; ++c) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], q[c], x2);
+      }
+    }
+    __m512 s[4], z[4];
+    for (int c = 0; c < 4; ++c) load_scales(p, g, block * kBlockN + c * 16, s[c], z[c]);
+    for (int r = 0; r < R; ++r) {
+      const float x = p.xsum[(i + r) * groups + g];
+      const __m512 shift = _mm512_set1_ps(-136.f * x), xv = _mm512_set1_ps(x);
+      for (int half = 0; half < 2; ++half) {  // natural order: 16 channels from the low, then the high halves
+        const __m512 a = acc[r][half * 2], b = acc[r][half * 2 + 1];
+        const __m512 natural[2] = {_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE)};
+        for (int j = 0; j < 2; ++j) {
+          const int c = half * 2 + j;
+          total[r][c] = _mm512_fmadd_ps(s[c], _mm512_add_ps(natural[j], shift),
+                                        _mm512_fmadd_ps(z[c], xv, total[r][c]));
+        }
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < 4; ++c) _mm512_storeu_ps(p.out + (i + r) * p.n + block * kBlockN + c * 16, total[r][c]);
+}
+
+AVX512_BF16 void block_avx512(const Problem& p, int64_t block) {
+  int64_t i = 0;
+  for (; i + kRows <= p.m; i += kRows) rows_avx512<kRows>(p, block, i);
+  switch (p.m - i) {
+    case 3: rows_avx512<3>(p, block, i); break;
+    case 2: rows_avx512<2>(p, block, i); break;
+    case 1: rows_avx512<1>(p, block, i); break;
+    default: break;
+  }
+}
+#endif
+
+void run_block(const Problem& p, int64_t block) {
+#ifdef TORCHAO_X86
+  if (torchao_cpp::use_avx512_bf16()) {
+    block_avx512(p, block);
+    return;
+  }
+#endif
+  block_portable(p, block);
+}
+
+at::Tensor int4_weight_only_gemv(const at::Tensor& x, const at::Tensor& packed, int64_t group_size,
+                                 const at::Tensor& sz) {
+  TORCH_CHECK(x.dim() == 2 && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16),
+              "int4_weight_only_gemv: float32 or bfloat16 x (M, K) expected, got ", x.sizes(), " ", x.scalar_type());
+  const int64_t m = x.size(0), k = x.size(1), n = packed.size(0);
+  TORCH_CHECK(packed.scalar_type() == at::kByte && packed.dim() == 2 && packed.size(1) * 2 == k,
+              "int4_weight_only_gemv: packed (N, K / 2) uint8 expected for K = ", k, ", got ", packed.sizes());
+  TORCH_CHECK(n % kBlockN == 0, "int4_weight_only_gemv: N = ", n, " is not a multiple of ", kBlockN);
+  TORCH_CHECK(group_size > 0 && group_size % 2 == 0 && k % group_size == 0, "int4_weight_only_gemv: group_size ",
+              group_size, " must be even and divide K = ", k);
+  TORCH_CHECK(sz.scalar_type() == at::kBFloat16 && sz.dim() == 3 && sz.size(0) == k / group_size &&
+                  sz.size(1) == n && (sz.size(2) == 2 || sz.size(2) == 1),
+              "int4_weight_only_gemv: bfloat16 scales_and_zeros (K / group_size, N, 2) or scales (K / group_size, "
+              "N, 1) expected, got ", sz.sizes(), " ", sz.scalar_type());
+  const std::vector<at::BFloat16> xb = torchao_cpp::to_bfloat16(x);
+  const int64_t groups = k / group_size;
+  std::vector<float> xsum(m * groups, 0.f);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t t = 0; t < k; ++t) xsum[i * groups + t / group_size] += static_cast<float>(xb[i * k + t]);
+  const auto pc = packed.contiguous();
+  const auto sc = sz.contiguous();
+  torchao_cpp::FloatOutput out(m, n, x.scalar_type(), x.options());
+  const Problem p{reinterpret_cast<const uint16_t*>(xb.data()), xsum.data(), pc.data_ptr<uint8_t>(),
+                  reinterpret_cast<const uint16_t*>(sc.data_ptr<at::BFloat16>()), out.values(), m, k, n,
+                  group_size, sz.size(2)};
+  at::parallel_for(0, n / kBlockN, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) run_block(p, b);
+    out.finish(begin * kBlockN, end * kBlockN);
+  });
+  return out.tensor();
+}
+
+}  // namespace
+
+// the schema is defined in torchao/kernels/cpu.py (with the fake and a loader for processes without this library)
+TORCH_LIBRARY_IMPL(torchao, CPU, m) { m.impl("int4_weight_only_gemv_cpu", &int4_weight_only_gemv); }
