@@ -281,28 +281,29 @@ def _cpu_has_avx512_bf16() -> bool:
     return bool(is_supported and is_supported())
 
 
+#: any number of rows, symbolic included
+_ANY_ROWS = 1 << 62
+#: (fewest 64-channel blocks, most rows) for the bf16 x int4 kernel, by width. From memory, 2 cores, group 128,
+#: against aten._weight_int4pack_mm_for_cpu: 5632x2048, 2048x5632, 4096x4096 1.55-2.1x at every M from 1 to
+#: 128; 256x2048 (4 blocks) 1.1-1.6x up to M = 4, 0.58-0.76x from M = 8
+_GEMV_INT4_MAX_ROWS = ((16, _ANY_ROWS), (1, 4))
+
+
 def _bf16_int4_gemv_runs(x: torch.Tensor, n, scales_and_zeros_dtype: torch.dtype) -> bool:
-    """Whether int4 weight-only runs our bf16 x int4 C++ kernel: float32 / bfloat16 inference input of concrete
-    M, bfloat16 scales, aten's AVX-512 packing with N a multiple of 64, a CPU with AVX-512 BF16 (elsewhere its
-    scalar path would be slower than aten), and M <= _GEMV_INT4_MAX_ROWS[the number of 64-channel blocks]."""
+    """Whether int4 weight-only runs our bf16 x int4 C++ kernel: float32 / bfloat16 inference input, bfloat16
+    scales, aten's AVX-512 packing with N a multiple of 64, a CPU with AVX-512 BF16 (elsewhere its scalar path
+    would be slower than aten), and M within _GEMV_INT4_MAX_ROWS for the number of 64-channel blocks (a
+    symbolic M only where any M is)."""
+    if not (isinstance(n, int) and n % _INT4_BLOCK_N == 0):
+        return False
+    max_rows = next((rows for fewest, rows in _GEMV_INT4_MAX_ROWS if n // _INT4_BLOCK_N >= fewest), 0)
     m = x.shape[0]
     return (
-        isinstance(m, int) and isinstance(n, int) and n % _INT4_BLOCK_N == 0
-        and m <= _int4_gemv_max_rows(n // _INT4_BLOCK_N)
+        (max_rows == _ANY_ROWS or (isinstance(m, int) and m <= max_rows))
         and x.dtype in (torch.float32, torch.bfloat16) and scales_and_zeros_dtype == torch.bfloat16
         and not (x.requires_grad and torch.is_grad_enabled())
         and _cpu_has_avx512_bf16() and cpp_kernels_available() and _int4_packing_is_blocked_by_64()
     )
-
-
-#: (fewest 64-channel blocks, most rows) for the bf16 x int4 kernel, by width. From memory, 2 cores, group 128,
-#: against aten._weight_int4pack_mm_for_cpu: 5632x2048, 2048x5632, 4096x4096 1.55-2.1x at every M from 1 to
-#: 128; 256x2048 (4 blocks) 1.1-1.6x up to M = 4, 0.58-0.76x from M = 8
-_GEMV_INT4_MAX_ROWS = ((16, 1 << 62), (1, 4))
-
-
-def _int4_gemv_max_rows(blocks: int) -> int:
-    return next((rows for fewest, rows in _GEMV_INT4_MAX_ROWS if blocks >= fewest), 0)
 
 
 def int8_dynamic_int4_runs(n: int, kernel_group_size: int, scales_and_zeros_dtype: torch.dtype) -> bool:
