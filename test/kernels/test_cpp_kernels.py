@@ -217,8 +217,9 @@ class TestFloatInt8Gemv(TestCase):
         linear.weight = torch.nn.Parameter(q, requires_grad=False)
         with torch.no_grad():
             eager = linear(x)
-            # static M: a symbolic M (dynamo marks it dynamic after a recompile) takes the aten kernel
-            self.assertTrue(torch.equal(torch.compile(linear, dynamic=False)(x), eager))
+            self.assertTrue(torch.equal(torch.compile(linear)(x), eager))
+            # a symbolic M: the Python op chooses the same kernel at run time
+            self.assertTrue(torch.equal(torch.compile(linear, dynamic=True)(x), eager))
             exported = torch.export.export(linear, (x,))
         self.assertIn("torchao.int8_weight_only_gemv_cpu", str(exported.graph_module.code))
         self.assertTrue(torch.equal(exported.module()(x), eager))
@@ -240,7 +241,7 @@ class TestBf16Int4Gemv(TestCase):
 
     def setUp(self):
         self.assertTrue(cpp_kernels_available(), "the C++ kernels did not build (g++ and ninja are needed)")
-        if not cpu_kernels._int4_packing_is_blocked_by_64():
+        if not cpu_kernels.INT4_PACKING_IS_BLOCKED_BY_64:
             self.skipTest("this CPU's aten int4 packing is not the AVX-512 one the kernel reads")
 
     def test_against_float64_reference(self):
@@ -269,7 +270,7 @@ class TestBf16Int4Gemv(TestCase):
         op."""
         from torchao.quantization import Int4WeightOnlyConfig
 
-        if not cpu_kernels._cpu_has_avx512_bf16():
+        if not cpu_kernels.CPU_HAS_AVX512_BF16:
             self.skipTest("no AVX-512 BF16 on this CPU: int4 weight-only stays on the aten kernel")
         q = Int4WeightOnlyConfig(64)(torch.randn(128, 256))
         # the kernel's weight, in float64: bf16 scales and zeros (q.dequantize() uses the float32 qparams kept
@@ -287,8 +288,9 @@ class TestBf16Int4Gemv(TestCase):
         linear.weight = torch.nn.Parameter(q, requires_grad=False)
         with torch.no_grad():
             eager = linear(x)
-            # static M: a symbolic M (dynamo marks it dynamic after a recompile) takes the aten kernel
-            self.assertTrue(torch.equal(torch.compile(linear, dynamic=False)(x), eager))
+            self.assertTrue(torch.equal(torch.compile(linear)(x), eager))
+            # a symbolic M: the Python op chooses the same kernel at run time
+            self.assertTrue(torch.equal(torch.compile(linear, dynamic=True)(x), eager))
             exported = torch.export.export(linear, (x,))
         self.assertIn("torchao.int4_weight_only_gemv_cpu", str(exported.graph_module.code))
         self.assertTrue(torch.equal(exported.module()(x), eager))

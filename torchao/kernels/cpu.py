@@ -15,7 +15,6 @@ fp32 accumulation, and the result cast back to fp32.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Optional
 
@@ -111,6 +110,8 @@ def _aligned(t: torch.Tensor) -> torch.Tensor:
 
 
 def _int8_weight_only_mm(x: torch.Tensor, w_int8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    if _int8_gemv_runs(x.shape[0]):
+        return torch.ops.torchao.int8_weight_only_gemv_cpu(x, w_int8, scale)
     w_int8 = _aligned(w_int8)
     if x.shape[0] >= _DEQUANTIZE_MIN_ROWS and x.dtype in (torch.bfloat16, torch.float16):
         # prefill: the GEMV-style aten kernel falls behind a converted weight through the BLAS GEMM
@@ -130,6 +131,8 @@ def _with_zeros(scales_and_zeros: torch.Tensor) -> torch.Tensor:
 def _int4_weight_only_mm(
     x: torch.Tensor, packed: torch.Tensor, group_size: int, scales_and_zeros: torch.Tensor
 ) -> torch.Tensor:
+    if _bf16_int4_gemv_runs(x, packed.shape[0], scales_and_zeros.dtype):
+        return torch.ops.torchao.int4_weight_only_gemv_cpu(x, packed, group_size, scales_and_zeros)
     cdtype = weight_only_compute_dtype(x.dtype)
     out = torch.ops.aten._weight_int4pack_mm_for_cpu(x.to(cdtype), _aligned(packed), group_size,
                                                      _with_zeros(scales_and_zeros).to(cdtype))
@@ -265,20 +268,23 @@ _INT4_BLOCK_N = 64
 _INT4_MAX_KERNEL_GROUP = 256
 
 
-@functools.lru_cache(maxsize=None)
-def _int4_packing_is_blocked_by_64() -> bool:
-    """Whether aten packs int4 in the AVX-512 order the C++ kernel reads (probed once with a 64 x 2 weight;
-    CPUs without AVX-512 get another order, and the aten path)."""
+def _probe_int4_packing_is_blocked_by_64() -> bool:
+    """Whether aten packs int4 in the AVX-512 order the C++ kernels read (probed with a 64 x 2 weight; CPUs
+    without AVX-512 get another order, and the aten path)."""
     n, k = torch.arange(_INT4_BLOCK_N).reshape(-1, 1), torch.arange(2).reshape(1, -1)
     q = (n * 5 + k * 3) % 16
     expected = (q[:32] | (q[32:] << 4)).t().reshape(-1).to(torch.uint8)  # per k: channel j | channel j + 32
     return torch.equal(int4_cpu_pack(q).reshape(-1), expected)
 
 
-@functools.lru_cache(maxsize=None)
-def _cpu_has_avx512_bf16() -> bool:
+def _probe_cpu_has_avx512_bf16() -> bool:
     is_supported = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
     return bool(is_supported and is_supported())
+
+
+# Probed once at import, never while torch.compile traces (where the probe's aten calls would be fake)
+INT4_PACKING_IS_BLOCKED_BY_64 = _probe_int4_packing_is_blocked_by_64()
+CPU_HAS_AVX512_BF16 = _probe_cpu_has_avx512_bf16()
 
 
 #: any number of rows, symbolic included
@@ -290,8 +296,7 @@ _GEMV_INT4_MAX_ROWS = ((16, _ANY_ROWS), (1, 4))
 
 
 def _bf16_int4_gemv_runs(x: torch.Tensor, n, scales_and_zeros_dtype: torch.dtype) -> bool:
-    """Whether int4 weight-only runs our bf16 x int4 C++ kernel: float32 / bfloat16 inference input, bfloat16
-    scales, aten's AVX-512 packing with N a multiple of 64, a CPU with AVX-512 BF16 (elsewhere its scalar path
+    """Whether int4 weight-only runs our bf16 x int4 C++ kernel: float32 / bfloat16 input, bfloat16 scales, aten's AVX-512 packing with N a multiple of 64, a CPU with AVX-512 BF16 (elsewhere its scalar path
     would be slower than aten), and M within _GEMV_INT4_MAX_ROWS for the number of 64-channel blocks (a
     symbolic M only where any M is)."""
     if not (isinstance(n, int) and n % _INT4_BLOCK_N == 0):
@@ -301,8 +306,7 @@ def _bf16_int4_gemv_runs(x: torch.Tensor, n, scales_and_zeros_dtype: torch.dtype
     return (
         (max_rows == _ANY_ROWS or (isinstance(m, int) and m <= max_rows))
         and x.dtype in (torch.float32, torch.bfloat16) and scales_and_zeros_dtype == torch.bfloat16
-        and not (x.requires_grad and torch.is_grad_enabled())
-        and _cpu_has_avx512_bf16() and cpp_kernels_available() and _int4_packing_is_blocked_by_64()
+        and CPU_HAS_AVX512_BF16 and INT4_PACKING_IS_BLOCKED_BY_64 and cpp_kernels_available()
     )
 
 
@@ -311,7 +315,7 @@ def int8_dynamic_int4_runs(n: int, kernel_group_size: int, scales_and_zeros_dtyp
     aten's AVX-512 packing, N a multiple of 64, a kernel group of at most 256 and bfloat16 scales."""
     return (
         isinstance(n, int) and n % _INT4_BLOCK_N == 0 and kernel_group_size <= _INT4_MAX_KERNEL_GROUP
-        and scales_and_zeros_dtype == torch.bfloat16 and cpp_kernels_available() and _int4_packing_is_blocked_by_64()
+        and scales_and_zeros_dtype == torch.bfloat16 and INT4_PACKING_IS_BLOCKED_BY_64 and cpp_kernels_available()
     )
 
 
@@ -367,18 +371,24 @@ _int8_weight_only_op.register_autograd(_int8_weight_only_backward, setup_context
 _int4_weight_only_op.register_autograd(_int4_weight_only_backward, setup_context=_int4_weight_only_setup)
 
 
-def _use_cpp_gemv(x: torch.Tensor) -> bool:
-    """One row (concrete M = 1) on our C++ kernels, for inference (the C++ op has no backward)."""
-    return (isinstance(x.shape[0], int) and x.shape[0] <= _CPP_GEMV_MAX_ROWS and cpp_kernels_available()
-            and not (x.requires_grad and torch.is_grad_enabled()))
+def _int8_gemv_runs(m) -> bool:
+    """Whether float x int8 weight-only runs our C++ kernel: concrete M up to _CPP_GEMV_MAX_ROWS, kernels built."""
+    return isinstance(m, int) and m <= _CPP_GEMV_MAX_ROWS and cpp_kernels_available()
+
+
+def _inference(x: torch.Tensor) -> bool:
+    """No gradient wanted for ``x``: the C++ ops have no backward (the Python weight-only ops have one)."""
+    return not (x.requires_grad and torch.is_grad_enabled())
 
 
 def int8_weight_only_mm(x: torch.Tensor, w_int8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """x (M, K) float @ (w_int8 (N, K) int8 * scale (N,)).T -> (M, N) in x.dtype.
 
-    One row (decode) runs our C++ kernel in float32 (csrc/float_int8_gemv.cpp); more rows, and gradients, take
-    the aten kernels (bf16 activations, see weight_only_compute_dtype)."""
-    if _use_cpp_gemv(x):
+    One row (decode) runs our C++ kernel in float32 (csrc/float_int8_gemv.cpp); more rows take the aten kernels
+    (bf16 activations, see weight_only_compute_dtype). A concrete M = 1 calls the C++ op directly (no Python at
+    run time); other M, symbolic M and gradients call torchao::int8_weight_only_mm_cpu, which makes the same
+    choice at run time, so eager, compiled and exported programs (dynamic batch included) give equal results."""
+    if _int8_gemv_runs(x.shape[0]) and _inference(x):
         return torch.ops.torchao.int8_weight_only_gemv_cpu(x, w_int8, scale.reshape(-1))
     return torch.ops.torchao.int8_weight_only_mm_cpu(x, w_int8, scale.reshape(-1))
 
@@ -392,9 +402,11 @@ def int4_weight_only_mm(
     group_size in INT4_CPU_GROUP_SIZES. Returns (M, N) in x.dtype.
 
     Where ``_bf16_int4_gemv_runs`` says so, our C++ kernel (csrc/bf16_int4_gemv.cpp) runs it: bf16 activations
-    as with aten's kernel, float32 sums, ~2x faster; else, and for gradients, the aten kernel.
+    as with aten's kernel, float32 sums, ~2x faster; else the aten kernel. As for int8_weight_only_mm, the C++
+    op is called directly where the choice is known when tracing, else torchao::int4_weight_only_mm_cpu
+    chooses at run time.
     """
-    if _bf16_int4_gemv_runs(x, packed.shape[0], scales_and_zeros.dtype):
+    if _bf16_int4_gemv_runs(x, packed.shape[0], scales_and_zeros.dtype) and _inference(x):
         return torch.ops.torchao.int4_weight_only_gemv_cpu(x, packed, group_size, scales_and_zeros)
     return torch.ops.torchao.int4_weight_only_mm_cpu(x, packed, group_size, scales_and_zeros)
 
