@@ -173,41 +173,48 @@ class TestInt8DynamicInt8Kernel(TestCase):
 
 
 class TestFloatInt8Gemv(TestCase):
-    """Float activations x int8 weights (csrc/float_int8_gemv.cpp): float32 products and sums, no rounding of x."""
+    """Float activations x int8 weights (csrc/float_int8_gemv.cpp): float32 sums; x unrounded for one row,
+    rounded to bf16 for more (as the aten kernel does)."""
 
     def setUp(self):
         self.assertTrue(cpp_kernels_available(), "the C++ kernels did not build (g++ and ninja are needed)")
 
     def test_against_float64_reference(self):
-        """K not a multiple of 16 or 64 (masked tails), N odd, rows 1..5 (tiles of 4 and the rest): float32
-        accumulation only (< 1e-6); bf16 / fp16 inputs are exact in float32, so their outputs are the float32
-        outputs rounded, bit-equal."""
+        """K not a multiple of 16, 32 or 64 (masked tails), N odd, rows 1..17 (both paths' tiles and the rest).
+        One row: float32 x unrounded, float32 sums (< 1e-6). More rows of float32 / bf16 x: x rounded to bf16,
+        exact bf16 products, float32 sums (< 1e-6 against that x); bf16 outputs are the float32 outputs rounded
+        (bit-equal). float16 x: float32 products at every M (float16 output rounding only)."""
         op = torch.ops.torchao.int8_weight_only_gemv_cpu
         for n, k in ((1, 1), (5, 17), (64, 64), (131, 100), (7, 1000), (3, 4096 + 48)):
-            for m in (1, 2, 4, 5):
+            g = torch.Generator().manual_seed(n * k)
+            w = torch.randint(-128, 128, (n, k), dtype=torch.int8, generator=g)
+            w[0] = -128
+            s = torch.rand(n, generator=g) * 0.01 + 1e-4
+            weight = w.double() * s.double()[:, None]
+            for m in (1, 2, 4, 5, 8, 9, 17):
                 with self.subTest(n=n, k=k, m=m):
-                    g = torch.Generator().manual_seed(n * k + m)
                     x = torch.randn(m, k, generator=g) * 4
-                    w = torch.randint(-128, 128, (n, k), dtype=torch.int8, generator=g)
-                    w[0] = -128
-                    s = torch.rand(n, generator=g) * 0.01 + 1e-4
                     out = op(x, w, s)
                     self.assertEqual((out.shape, out.dtype), ((m, n), torch.float32))
-                    reference = x.double() @ (w.double() * s.double()[:, None]).t()
-                    self.assertLess(relative(out, reference), 1e-6)
-                    for dtype in (torch.bfloat16, torch.float16):
-                        x16 = x.to(dtype)
-                        self.assertTrue(torch.equal(op(x16, w, s), op(x16.float(), w, s).to(dtype)))
+                    x_used = x if m == 1 else x.to(torch.bfloat16)
+                    self.assertLess(relative(out, x_used.double() @ weight.t()), 1e-6)
+                    x_bf16 = x.to(torch.bfloat16)
+                    self.assertTrue(torch.equal(op(x_bf16, w, s), op(x_bf16.float(), w, s).to(torch.bfloat16)))
+                    x_fp16 = x.to(torch.float16)
+                    self.assertLess(relative(op(x_fp16, w, s), x_fp16.double() @ weight.t()), 2 ** -10)
 
     def test_int8_weight_only_decodes_on_it(self):
-        """One row goes to the C++ kernel (float32 x, unrounded: closer to the reference than the aten kernel's
-        bf16 activations); more rows and gradients take the aten kernel; compile and export keep the op."""
+        """Up to 16 rows go to the C++ kernel (one row: float32 x unrounded, closer to the reference than the aten
+        kernel's bf16 activations; more: bf16 x, float32 output); gradients flow through the Python op's
+        backward; compile (static and symbolic M) and export keep the numbers."""
         from torchao.quantization import Int8WeightOnlyConfig
 
         q = Int8WeightOnlyConfig()(torch.randn(96, 200))
         reference_weight = q.dequantize().double()
         x = torch.randn(1, 200)
         self.assertLess(relative(F.linear(x, q), x.double() @ reference_weight.t()), 1e-6)
+        x16 = torch.randn(16, 200)
+        self.assertLess(relative(F.linear(x16, q), x16.to(torch.bfloat16).double() @ reference_weight.t()), 1e-6)
         x3 = torch.randn(3, 200, requires_grad=True)
         out = F.linear(x3, q)
         out.sum().backward()

@@ -48,9 +48,10 @@ _INT_MM_MIN_ROWS = 8
 #: 2-3x faster than aten._int_mm, M = 16 even
 _CPP_INT8_MAX_ROWS = 16
 #: up to this many rows float x int8 weight-only runs our C++ kernel (csrc/float_int8_gemv.cpp). From memory,
-#: 2 cores, bf16 activations, M = 1: 23-33 GB/s, 1.06-1.9x aten._weight_int8pack_mm (5632x2048, 2048x5632,
-#: 4096x4096); at M = 2..4 it reloads the activations per 16 weights and falls behind aten (0.67-1.4x)
-_CPP_GEMV_MAX_ROWS = 1
+#: 2 cores, bf16 activations, against aten._weight_int8pack_mm on 5632x2048, 2048x5632, 4096x4096, 256x2048:
+#: M = 1 (float32 FMA) 23-33 GB/s, 1.02-1.9x (aten's speed there varies 16-30 GB/s from run to run); M = 2..16
+#: (bf16 dot products, 4 channels x 4 rows a tile) 0.97-1.45x, limited by widening the weights to bf16
+_CPP_GEMV_MAX_ROWS = 16
 #: from this many rows, 16-bit int8 weight-only converts the weight and runs F.linear (M=128, 4096x4096:
 #: 26 ms against 33 ms for aten._weight_int8pack_mm; fp32 activations stay on the kernel, 2x faster there)
 _DEQUANTIZE_MIN_ROWS = 64
@@ -372,7 +373,8 @@ _int4_weight_only_op.register_autograd(_int4_weight_only_backward, setup_context
 
 
 def _int8_gemv_runs(m) -> bool:
-    """Whether float x int8 weight-only runs our C++ kernel: concrete M up to _CPP_GEMV_MAX_ROWS, kernels built."""
+    """Whether float x int8 weight-only runs our C++ kernel: concrete M up to _CPP_GEMV_MAX_ROWS, kernels built
+    (a symbolic M takes the Python op, which asks again at run time)."""
     return isinstance(m, int) and m <= _CPP_GEMV_MAX_ROWS and cpp_kernels_available()
 
 
@@ -384,10 +386,11 @@ def _inference(x: torch.Tensor) -> bool:
 def int8_weight_only_mm(x: torch.Tensor, w_int8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """x (M, K) float @ (w_int8 (N, K) int8 * scale (N,)).T -> (M, N) in x.dtype.
 
-    One row (decode) runs our C++ kernel in float32 (csrc/float_int8_gemv.cpp); more rows take the aten kernels
-    (bf16 activations, see weight_only_compute_dtype). A concrete M = 1 calls the C++ op directly (no Python at
-    run time); other M, symbolic M and gradients call torchao::int8_weight_only_mm_cpu, which makes the same
-    choice at run time, so eager, compiled and exported programs (dynamic batch included) give equal results."""
+    Up to _CPP_GEMV_MAX_ROWS rows run our C++ kernel (csrc/float_int8_gemv.cpp: one row in float32, more with
+    bf16 activations like aten's kernel, float32 sums); more rows the aten kernels (see
+    weight_only_compute_dtype). A concrete M calls the C++ op directly (no Python at run time); a symbolic M and
+    gradients call torchao::int8_weight_only_mm_cpu, which makes the same choice at run time, so eager,
+    compiled and exported programs (dynamic batch included) give equal results."""
     if _int8_gemv_runs(x.shape[0]) and _inference(x):
         return torch.ops.torchao.int8_weight_only_gemv_cpu(x, w_int8, scale.reshape(-1))
     return torch.ops.torchao.int8_weight_only_mm_cpu(x, w_int8, scale.reshape(-1))
