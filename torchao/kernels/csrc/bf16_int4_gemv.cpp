@@ -1,12 +1,12 @@
-// bfloat16 activations x int4 weights on CPU for few rows (decode of int4 weight-only), for aten's AVX-512 int4
-// packing, with bfloat16 dot products (AVX-512 BF16) and a portable scalar path of the same math.
+// bfloat16 activations x int4 weights on CPU (int4 weight-only: decode, and prefill of wide layers), for aten's
+// AVX-512 int4 packing, with bfloat16 dot products (AVX-512 BF16) and a portable scalar path of the same math.
+// Rows go 4 at a time over each block of 64 channels, the weights unpacked in registers as they stream (an
+// unpacked group kept in L1 for many rows measured slower: the dot products, not the unpacking, bound it).
 //
 // Inputs
 //   x        (M, K) float32 or bfloat16, rounded to bfloat16 once (as the aten kernel does for float32)
-//   packed   (N, K / 2) uint8, aten._convert_weight_to_int4pack_for_cpu's AVX-512 order: blocks of 64 output
-//            channels; per k of a block 32 bytes, low nibbles channels 0..31, high nibbles channels 32..63
-//   sz       (K / G, N, 2) bfloat16 per group (scale s, zero z): w[n, k] = (q[n, k] - 8) * s + z; or
-//            (K / G, N, 1): scales only, z = 0
+//   packed, sz  aten's AVX-512 int4 packing and bfloat16 group scales (int4_cpu_packing.h):
+//            w[n, k] = (q[n, k] - 8) * s + z
 // Output (M, N) x.dtype:
 //   out[m, n] = sum_g [ s * (D - 8 X) + z * X ],  D = sum_k q x,  X = sum_k x  over the group's k
 // with products of bfloat16 values exact and sums in float32.
@@ -20,19 +20,17 @@
 
 #include "cpu_features.h"
 #include "host_helpers.h"
+#include "int4_cpu_packing.h"
+#include "tiles.h"
 
 #include <cstdint>
 #include <cstring>
 #include <vector>
 
-#if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h>
-#define TORCHAO_X86 1
-#endif
-
 namespace {
 
-constexpr int64_t kBlockN = 64;
+using torchao_cpp::bf16_to_float;
+constexpr int64_t kBlockN = torchao_cpp::kInt4BlockN;
 constexpr int64_t kRows = 4;         // activation rows per pass over a block's weights
 constexpr int64_t kPrefetch = 4096;  // bytes ahead of the weight rows being read
 
@@ -46,13 +44,6 @@ struct Problem {
   int64_t sz_width;  // 2: (s, z) pairs; 1: scales only
 };
 
-inline float bf16_to_float(uint16_t bits) {
-  const uint32_t wide = static_cast<uint32_t>(bits) << 16;
-  float f;
-  std::memcpy(&f, &wide, sizeof(f));
-  return f;
-}
-
 void block_portable(const Problem& p, int64_t block) {
   const uint8_t* data = p.packed + block * kBlockN * (p.k / 2);
   const int64_t groups = p.k / p.group;
@@ -62,10 +53,8 @@ void block_portable(const Problem& p, int64_t block) {
       float total = 0.f;
       for (int64_t g = 0; g < groups; ++g) {
         float d = 0.f;
-        for (int64_t t = g * p.group; t < (g + 1) * p.group; ++t) {
-          const uint8_t byte = data[t * 32 + (c & 31)];
-          d += static_cast<float>(c < 32 ? (byte & 0xF) : (byte >> 4)) * bf16_to_float(p.x[i * p.k + t]);
-        }
+        for (int64_t t = g * p.group; t < (g + 1) * p.group; ++t)
+          d += static_cast<float>(torchao_cpp::int4_at(data, c, t)) * bf16_to_float(p.x[i * p.k + t]);
         const uint16_t* pair = p.sz + (g * p.n + n) * p.sz_width;
         const float x = p.xsum[i * groups + g];
         const float z = p.sz_width == 2 ? bf16_to_float(pair[1]) : 0.f;
@@ -77,20 +66,6 @@ void block_portable(const Problem& p, int64_t block) {
 
 #ifdef TORCHAO_X86
 #define AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
-
-// Group g's (s, z) of 16 consecutive channels from channel n as two float vectors
-AVX512_BF16 inline void load_scales(const Problem& p, int64_t g, int64_t n, __m512& s, __m512& z) {
-  const uint16_t* at = p.sz + (g * p.n + n) * p.sz_width;
-  if (p.sz_width == 1) {
-    const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(at)));
-    s = _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
-    z = _mm512_setzero_ps();
-    return;
-  }
-  const __m512i pairs = _mm512_loadu_si512(at);
-  s = _mm512_castsi512_ps(_mm512_slli_epi32(pairs, 16));
-  z = _mm512_castsi512_ps(_mm512_and_si512(pairs, _mm512_set1_epi32(static_cast<int>(0xFFFF0000u))));
-}
 
 // Rows [i, i + R) of one block over all groups. Per step of two k: the two 32-byte weight rows are interleaved
 // byte-wise and widened to 16-bit lanes (one byte = the nibbles of channels j and j + 32), so each 32-bit lane
@@ -129,7 +104,8 @@ AVX512_BF16 void rows_avx512(const Problem& p, int64_t block, int64_t i) {
       }
     }
     __m512 s[4], z[4];
-    for (int c = 0; c < 4; ++c) load_scales(p, g, block * kBlockN + c * 16, s[c], z[c]);
+    for (int c = 0; c < 4; ++c)
+      torchao_cpp::load_group_scales(p.sz, p.sz_width, p.n, g, block * kBlockN + c * 16, s[c], z[c]);
     for (int r = 0; r < R; ++r) {
       const float x = p.xsum[(i + r) * groups + g];
       const __m512 shift = _mm512_set1_ps(-136.f * x), xv = _mm512_set1_ps(x);
@@ -148,15 +124,8 @@ AVX512_BF16 void rows_avx512(const Problem& p, int64_t block, int64_t i) {
     for (int c = 0; c < 4; ++c) _mm512_storeu_ps(p.out + (i + r) * p.n + block * kBlockN + c * 16, total[r][c]);
 }
 
-AVX512_BF16 void block_avx512(const Problem& p, int64_t block) {
-  int64_t i = 0;
-  for (; i + kRows <= p.m; i += kRows) rows_avx512<kRows>(p, block, i);
-  switch (p.m - i) {
-    case 3: rows_avx512<3>(p, block, i); break;
-    case 2: rows_avx512<2>(p, block, i); break;
-    case 1: rows_avx512<1>(p, block, i); break;
-    default: break;
-  }
+void block_avx512(const Problem& p, int64_t block) {
+  torchao_cpp::for_each_tile<kRows>(p.m, [&](auto rows, int64_t i) { rows_avx512<decltype(rows)::value>(p, block, i); });
 }
 #endif
 
@@ -195,9 +164,8 @@ at::Tensor int4_weight_only_gemv(const at::Tensor& x, const at::Tensor& packed, 
   const Problem p{reinterpret_cast<const uint16_t*>(xb.data()), xsum.data(), pc.data_ptr<uint8_t>(),
                   reinterpret_cast<const uint16_t*>(sc.data_ptr<at::BFloat16>()), out.values(), m, k, n,
                   group_size, sz.size(2)};
-  at::parallel_for(0, n / kBlockN, 1, [&](int64_t begin, int64_t end) {
+  out.parallel_columns(n / kBlockN, kBlockN, 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) run_block(p, b);
-    out.finish(begin * kBlockN, end * kBlockN);
   });
   return out.tensor();
 }

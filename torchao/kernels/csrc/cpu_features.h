@@ -3,6 +3,12 @@
 
 #include <cstdlib>
 
+// TORCHAO_X86: x86-64, where the AVX-512 paths (and their intrinsics) are compiled
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define TORCHAO_X86 1
+#endif
+
 namespace torchao_cpp {
 
 // Whether this CPU has AVX-512 F / BW / VL; TORCHAO_CPU_PORTABLE=1 (read once) forces the portable paths,

@@ -17,14 +17,10 @@
 
 #include "cpu_features.h"
 #include "host_helpers.h"
+#include "tiles.h"
 
 #include <cstdint>
 #include <vector>
-
-#if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h>
-#define TORCHAO_X86 1
-#endif
 
 namespace {
 
@@ -123,39 +119,17 @@ AVX512_BF16 void tile_bf16(const Problem& p, int64_t n, int64_t i) {
     for (int r = 0; r < R; ++r) p.out[(i + r) * p.n + n + c] = p.s[n + c] * _mm512_reduce_add_ps(acc[c][r]);
 }
 
-// channels [n, n + C) for all rows, kRowsBf16 at a time
-template <int C>
-AVX512_BF16 void channels_bf16(const Problem& p, int64_t n) {
-  int64_t i = 0;
-  for (; i + kRowsBf16 <= p.m; i += kRowsBf16) tile_bf16<C, kRowsBf16>(p, n, i);
-  switch (p.m - i) {
-    case 3: tile_bf16<C, 3>(p, n, i); break;
-    case 2: tile_bf16<C, 2>(p, n, i); break;
-    case 1: tile_bf16<C, 1>(p, n, i); break;
-    default: break;
-  }
+// channels [n0, n1) x all rows in tiles of kChannelsBf16 x kRowsBf16
+void run_channels_bf16(const Problem& p, int64_t n0, int64_t n1) {
+  torchao_cpp::for_each_tile<kChannelsBf16>(n1 - n0, [&](auto channels, int64_t c) {
+    torchao_cpp::for_each_tile<kRowsBf16>(p.m, [&](auto rows, int64_t i) {
+      tile_bf16<decltype(channels)::value, decltype(rows)::value>(p, n0 + c, i);
+    });
+  });
 }
 
-AVX512_BF16 void run_channels_bf16(const Problem& p, int64_t n0, int64_t n1) {
-  int64_t n = n0;
-  for (; n + kChannelsBf16 <= n1; n += kChannelsBf16) channels_bf16<kChannelsBf16>(p, n);
-  switch (n1 - n) {
-    case 3: channels_bf16<3>(p, n); break;
-    case 2: channels_bf16<2>(p, n); break;
-    case 1: channels_bf16<1>(p, n); break;
-    default: break;
-  }
-}
-
-AVX512 void channel_avx512(const Problem& p, int64_t n) {
-  int64_t i = 0;
-  for (; i + kRows <= p.m; i += kRows) tile_avx512<kRows>(p, n, i);
-  switch (p.m - i) {
-    case 3: tile_avx512<3>(p, n, i); break;
-    case 2: tile_avx512<2>(p, n, i); break;
-    case 1: tile_avx512<1>(p, n, i); break;
-    default: break;
-  }
+void channel_avx512(const Problem& p, int64_t n) {
+  torchao_cpp::for_each_tile<kRows>(p.m, [&](auto rows, int64_t i) { tile_avx512<decltype(rows)::value>(p, n, i); });
 }
 #endif
 
@@ -190,11 +164,8 @@ at::Tensor int8_weight_only_gemv(const at::Tensor& x, const at::Tensor& w, const
   torchao_cpp::FloatOutput out(m, n, x.scalar_type(), x.options());
   const Problem p{xf.data(), bf16 ? reinterpret_cast<const uint16_t*>(xb.data()) : nullptr, wc.data_ptr<int8_t>(),
                   s.data_ptr<float>(), out.values(), m, k, n};
-  // tasks streaming at least ~64 KB of weights each
-  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(k, 1));
-  at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
+  out.parallel_columns(n, 1, torchao_cpp::rows_per_task(k), [&](int64_t begin, int64_t end) {
     run_channels(p, begin, end);
-    out.finish(begin, end);
   });
   return out.tensor();
 }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -50,6 +51,9 @@ inline std::vector<int32_t> group_sums(const int8_t* x, int64_t m, int64_t k, in
   return sums;
 }
 
+// How many weight rows of ``row_bytes`` a parallel task takes: tasks streaming at least ~64 KB of weights each
+inline int64_t rows_per_task(int64_t row_bytes) { return std::max<int64_t>(1, 65536 / std::max<int64_t>(row_bytes, 1)); }
+
 // The (M, N) output of ``dtype``: kernels write float32 to ``values()``; for 16-bit outputs that is a scratch
 // buffer whose columns [n0, n1) ``finish`` rounds into the output (call it in the thread that computed them).
 class FloatOutput {
@@ -70,6 +74,16 @@ class FloatOutput {
   }
 
   at::Tensor tensor() const { return out_; }
+
+  // run(begin, end) over [0, units) in parallel, each unit ``width`` output columns and each task at least
+  // ``grain`` units; each task's columns are finished in the thread that computed them
+  template <typename Run>
+  void parallel_columns(int64_t units, int64_t width, int64_t grain, const Run& run) {
+    at::parallel_for(0, units, grain, [&](int64_t begin, int64_t end) {
+      run(begin, end);
+      finish(begin * width, end * width);
+    });
+  }
 
  private:
   template <typename T>

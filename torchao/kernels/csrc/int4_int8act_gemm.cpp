@@ -19,28 +19,18 @@
 
 #include "cpu_features.h"
 #include "host_helpers.h"
+#include "int4_cpu_packing.h"
 
 #include <cstdint>
 #include <optional>
 #include <cstring>
 
-#if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h>
-#define TORCHAO_X86 1
-#endif
-
 namespace {
 
-constexpr int64_t kBlockN = 64;
+using torchao_cpp::bf16_to_float;
+constexpr int64_t kBlockN = torchao_cpp::kInt4BlockN;
 // bytes ahead of the weight rows being read that are prefetched (both cache lines of each 128-byte step)
 constexpr int64_t kPrefetch = 8192;
-
-inline float bf16_to_float(uint16_t bits) {
-  const uint32_t wide = static_cast<uint32_t>(bits) << 16;
-  float f;
-  std::memcpy(&f, &wide, sizeof(f));
-  return f;
-}
 
 struct Problem {
   const int8_t* xq;
@@ -69,8 +59,7 @@ void block_portable(const Problem& p, int64_t block) {
       for (int64_t g = 0; g < groups; ++g) {
         int32_t d = 0, q = 0;
         for (int64_t t = g * p.group; t < (g + 1) * p.group; ++t) {
-          const uint8_t byte = data[t * 32 + (c & 31)];
-          const int32_t v = c < 32 ? (byte & 0xF) : (byte >> 4);
+          const int32_t v = torchao_cpp::int4_at(data, c, t);
           d += v * p.xq[i * p.k + t];
           q += v;
         }
@@ -120,19 +109,8 @@ VNNI inline void transpose_nibbles(const uint8_t* rows, __m256i q[8]) {
   }
 }
 
-// Group g's (s, z) of 16 consecutive channels from channel n as two float vectors: bfloat16 pairs (32-bit
-// lane = s | z << 16), or scales only (z = 0)
 VNNI inline void load_scales(const Problem& p, int64_t g, int64_t n, __m512& s, __m512& z) {
-  const uint16_t* at = p.sz + (g * p.n + n) * p.sz_width;
-  if (p.sz_width == 1) {
-    const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(at)));
-    s = _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
-    z = _mm512_setzero_ps();
-    return;
-  }
-  const __m512i pairs = _mm512_loadu_si512(at);
-  s = _mm512_castsi512_ps(_mm512_slli_epi32(pairs, 16));
-  z = _mm512_castsi512_ps(_mm512_and_si512(pairs, _mm512_set1_epi32(static_cast<int>(0xFFFF0000u))));
+  torchao_cpp::load_group_scales(p.sz, p.sz_width, p.n, g, n, s, z);
 }
 
 // One row (decode): the transposed nibbles go straight into the dot products (no buffer), which keeps more
@@ -292,9 +270,8 @@ at::Tensor int8_dynamic_int4_mm(const at::Tensor& xq, const at::Tensor& x_scale,
   const Problem p{xc.data_ptr<int8_t>(), a.data_ptr<float>(), zx.defined() ? zx.data_ptr<int32_t>() : no_zero.data(),
                   xsum.data(), pc.data_ptr<uint8_t>(), reinterpret_cast<const uint16_t*>(sc.data_ptr<at::BFloat16>()),
                   out.values(), m, k, n, group_size, sz.size(2)};
-  at::parallel_for(0, n / kBlockN, 1, [&](int64_t begin, int64_t end) {
+  out.parallel_columns(n / kBlockN, kBlockN, 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) run_block(p, b);
-    out.finish(begin * kBlockN, end * kBlockN);
   });
   return out.tensor();
 }

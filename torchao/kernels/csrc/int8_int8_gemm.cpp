@@ -13,13 +13,9 @@
 
 #include "cpu_features.h"
 #include "host_helpers.h"
+#include "tiles.h"
 
 #include <cstdint>
-
-#if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h>
-#define TORCHAO_X86 1
-#endif
 
 namespace {
 
@@ -71,15 +67,8 @@ VNNI void tile_vnni(const Problem& p, int64_t n, int64_t i) {
   }
 }
 
-VNNI void channel_vnni(const Problem& p, int64_t n) {
-  int64_t i = 0;
-  for (; i + kRows <= p.m; i += kRows) tile_vnni<kRows>(p, n, i);
-  switch (p.m - i) {
-    case 3: tile_vnni<3>(p, n, i); break;
-    case 2: tile_vnni<2>(p, n, i); break;
-    case 1: tile_vnni<1>(p, n, i); break;
-    default: break;
-  }
+void channel_vnni(const Problem& p, int64_t n) {
+  torchao_cpp::for_each_tile<kRows>(p.m, [&](auto rows, int64_t i) { tile_vnni<decltype(rows)::value>(p, n, i); });
 }
 #endif
 
@@ -110,11 +99,8 @@ at::Tensor int8_dynamic_int8_mm(const at::Tensor& xq, const at::Tensor& x_scale,
   torchao_cpp::FloatOutput out(m, n, out_dtype, xq.options());
   const Problem p{xc.data_ptr<int8_t>(), a.data_ptr<float>(), xsum.data(), wc.data_ptr<int8_t>(),
                   s.data_ptr<float>(), out.values(), m, k, n};
-  // tasks streaming at least ~64 KB of weights each
-  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(k, 1));
-  at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
+  out.parallel_columns(n, 1, torchao_cpp::rows_per_task(k), [&](int64_t begin, int64_t end) {
     run_channels(p, begin, end);
-    out.finish(begin, end);
   });
   return out.tensor();
 }
