@@ -1,5 +1,6 @@
 """CPU matmul kernels for quantized weights: thin wrappers of PyTorch's own aten CPU kernels, and our C++
-kernels for int8 activations x int4 / int8 weights (``csrc/``, built on first use by ``cpp_build``).
+kernels (``csrc/``, built on first use by ``cpp_build``) for int8 activations x int4 / int8 weights and, for
+weight-only decode, float x int8 and bf16 x int4 weights.
 
 The wrappers pick a kernel and a compute dtype by batch size M and are registered as ``torchao::*``
 ops, so export and AOTInductor show them by name. The weight-only ones are opaque custom ops (Inductor's
@@ -49,8 +50,8 @@ _INT_MM_MIN_ROWS = 8
 _CPP_INT8_MAX_ROWS = 16
 #: up to this many rows float x int8 weight-only runs our C++ kernel (csrc/float_int8_gemv.cpp). From memory,
 #: 2 cores, bf16 activations, against aten._weight_int8pack_mm on 5632x2048, 2048x5632, 4096x4096, 256x2048:
-#: M = 1 (float32 FMA) 23-33 GB/s, 1.06-1.9x; M = 2..16
-#: (bf16 dot products, 4 channels x 4 rows a tile) 0.97-1.45x, limited by widening the weights to bf16
+#: M = 1 (float32 FMA) 23-33 GB/s, 1.06-1.9x; M = 2..16 (bf16 dot products, 4 channels x 4 rows a tile)
+#: 0.97-1.45x, limited by widening the weights to bf16
 _CPP_GEMV_MAX_ROWS = 16
 #: from this many rows, 16-bit int8 weight-only converts the weight and runs F.linear (M=128, 4096x4096:
 #: 26 ms against 33 ms for aten._weight_int8pack_mm; fp32 activations stay on the kernel, 2x faster there)
@@ -297,9 +298,10 @@ _GEMV_INT4_MAX_ROWS = ((16, _ANY_ROWS), (1, 4))
 
 
 def _bf16_int4_gemv_runs(x: torch.Tensor, n, scales_and_zeros_dtype: torch.dtype) -> bool:
-    """Whether int4 weight-only runs our bf16 x int4 C++ kernel: float32 / bfloat16 input, bfloat16 scales, aten's AVX-512 packing with N a multiple of 64, a CPU with AVX-512 BF16 (elsewhere its scalar path
-    would be slower than aten), and M within _GEMV_INT4_MAX_ROWS for the number of 64-channel blocks (a
-    symbolic M only where any M is)."""
+    """Whether int4 weight-only runs our bf16 x int4 C++ kernel: float32 / bfloat16 input, bfloat16 scales,
+    aten's AVX-512 packing with N a multiple of 64, a CPU with AVX-512 BF16 (elsewhere its scalar path would be
+    slower than aten), and M within _GEMV_INT4_MAX_ROWS for the number of 64-channel blocks (a symbolic M only
+    where any M is)."""
     if not (isinstance(n, int) and n % _INT4_BLOCK_N == 0):
         return False
     max_rows = next((rows for fewest, rows in _GEMV_INT4_MAX_ROWS if n // _INT4_BLOCK_N >= fewest), 0)
