@@ -30,7 +30,7 @@ constexpr int64_t kChannelsBf16 = 4;
 constexpr int64_t kPrefetch = 4096;  // bytes ahead of the weight row being read
 
 struct Problem {
-  const float* x;      // (M, K) float32 (for the bfloat16 path: the bfloat16 values)
+  const float* x;      // (M, K) float32 (with xb: the bfloat16 values, or null where the BF16 path runs)
   const uint16_t* xb;  // (M, K) bfloat16 bits for the bfloat16 path, else null
   const int8_t* w;
   const float* s;
@@ -155,11 +155,13 @@ at::Tensor int8_weight_only_gemv(const at::Tensor& x, const at::Tensor& w, const
   const auto s = torchao_cpp::as_contiguous(w_scale, at::kFloat);
   TORCH_CHECK(s.numel() == n, "int8_weight_only_gemv: one scale per output channel expected, got ", s.numel(),
               " for N = ", n);
-  // the bfloat16 path for several rows of float32 / bfloat16 x; its float32 view (portable and AVX-512 without
-  // BF16 paths) holds the same rounded values
+  // the bfloat16 path for several rows of float32 / bfloat16 x; where it cannot run here (portable and AVX-512
+  // without BF16 paths) a float32 copy of the same rounded values stands in, built only then
   const bool bf16 = m > 1 && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16);
   const std::vector<at::BFloat16> xb = bf16 ? torchao_cpp::to_bfloat16(x) : std::vector<at::BFloat16>();
-  const std::vector<float> xf = bf16 ? std::vector<float>(xb.begin(), xb.end()) : torchao_cpp::to_float(x);
+  const std::vector<float> xf = !bf16                          ? torchao_cpp::to_float(x)
+                                : torchao_cpp::use_avx512_bf16() ? std::vector<float>()
+                                                                 : std::vector<float>(xb.begin(), xb.end());
   const auto wc = w.contiguous();
   torchao_cpp::FloatOutput out(m, n, x.scalar_type(), x.options());
   const Problem p{xf.data(), bf16 ? reinterpret_cast<const uint16_t*>(xb.data()) : nullptr, wc.data_ptr<int8_t>(),
