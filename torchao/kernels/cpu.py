@@ -17,6 +17,7 @@ fp32 accumulation, and the result cast back to fp32.
 from __future__ import annotations
 
 import math
+import os
 from typing import Optional
 
 import torch
@@ -112,7 +113,7 @@ def _aligned(t: torch.Tensor) -> torch.Tensor:
 
 
 def _int8_weight_only_mm(x: torch.Tensor, w_int8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    if _int8_gemv_runs(x.shape[0]):
+    if _int8_gemv_runs(x):
         return torch.ops.torchao.int8_weight_only_gemv_cpu(x, w_int8, scale)
     w_int8 = _aligned(w_int8)
     if x.shape[0] >= _DEQUANTIZE_MIN_ROWS and x.dtype in (torch.bfloat16, torch.float16):
@@ -284,9 +285,18 @@ def _probe_cpu_has_avx512_bf16() -> bool:
     return bool(is_supported and is_supported())
 
 
+def _probe_cpu_has_amx_bf16() -> bool:
+    """AMX tiles (Sapphire Rapids and later, which all have AMX-BF16) as the C++ kernels use them: not where
+    TORCHAO_CPU_NO_AMX or TORCHAO_CPU_PORTABLE turns them off (csrc/amx.h reads the same variables)."""
+    is_supported = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    turned_off = any(os.environ.get(name) is not None for name in ("TORCHAO_CPU_NO_AMX", "TORCHAO_CPU_PORTABLE"))
+    return bool(is_supported and is_supported()) and _probe_cpu_has_avx512_bf16() and not turned_off
+
+
 # Probed once at import, never while torch.compile traces (where the probe's aten calls would be fake)
 INT4_PACKING_IS_BLOCKED_BY_64 = _probe_int4_packing_is_blocked_by_64()
 CPU_HAS_AVX512_BF16 = _probe_cpu_has_avx512_bf16()
+CPU_HAS_AMX_BF16 = _probe_cpu_has_amx_bf16()
 
 
 #: any number of rows, symbolic included
@@ -374,10 +384,13 @@ _int8_weight_only_op.register_autograd(_int8_weight_only_backward, setup_context
 _int4_weight_only_op.register_autograd(_int4_weight_only_backward, setup_context=_int4_weight_only_setup)
 
 
-def _int8_gemv_runs(m) -> bool:
-    """Whether float x int8 weight-only runs our C++ kernel: concrete M up to _CPP_GEMV_MAX_ROWS, kernels built
-    (a symbolic M takes the Python op, which asks again at run time)."""
-    return isinstance(m, int) and m <= _CPP_GEMV_MAX_ROWS and cpp_kernels_available()
+def _int8_gemv_runs(x: torch.Tensor) -> bool:
+    """Whether float x int8 weight-only runs our C++ kernel: concrete M up to _CPP_GEMV_MAX_ROWS, or any M of
+    float32 / bfloat16 x on AMX CPUs (csrc/bf16_int8_amx.cpp from 8 rows), kernels built (a symbolic M takes the
+    Python op, which asks again at run time)."""
+    m = x.shape[0]
+    amx = CPU_HAS_AMX_BF16 and x.dtype in (torch.float32, torch.bfloat16)
+    return isinstance(m, int) and (m <= _CPP_GEMV_MAX_ROWS or amx) and cpp_kernels_available()
 
 
 def _inference(x: torch.Tensor) -> bool:
@@ -389,11 +402,12 @@ def int8_weight_only_mm(x: torch.Tensor, w_int8: torch.Tensor, scale: torch.Tens
     """x (M, K) float @ (w_int8 (N, K) int8 * scale (N,)).T -> (M, N) in x.dtype.
 
     Up to _CPP_GEMV_MAX_ROWS rows run our C++ kernel (csrc/float_int8_gemv.cpp: one row in float32, more with
-    bf16 activations like aten's kernel, float32 sums); more rows the aten kernels (see
-    weight_only_compute_dtype). A concrete M calls the C++ op directly (no Python at run time); a symbolic M and
+    bf16 activations like aten's kernel, float32 sums); on AMX CPUs every M of float32 / bf16 x does (from 8
+    rows on AMX tiles, csrc/bf16_int8_amx.cpp: bf16 x, exact products, float32 sums); elsewhere more rows run
+    the aten kernels (see weight_only_compute_dtype). A concrete M calls the C++ op directly (no Python at run time); a symbolic M and
     gradients call torchao::int8_weight_only_mm_cpu, which makes the same choice at run time, so eager,
     compiled and exported programs (dynamic batch included) give equal results."""
-    if _int8_gemv_runs(x.shape[0]) and _inference(x):
+    if _int8_gemv_runs(x) and _inference(x):
         return torch.ops.torchao.int8_weight_only_gemv_cpu(x, w_int8, scale.reshape(-1))
     return torch.ops.torchao.int8_weight_only_mm_cpu(x, w_int8, scale.reshape(-1))
 

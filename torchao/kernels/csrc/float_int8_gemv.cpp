@@ -15,6 +15,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "amx.h"
+#include "amx_weight_gemm.h"
 #include "cpu_features.h"
 #include "host_helpers.h"
 #include "tiles.h"
@@ -155,14 +157,22 @@ at::Tensor int8_weight_only_gemv(const at::Tensor& x, const at::Tensor& w, const
   const auto s = torchao_cpp::as_contiguous(w_scale, at::kFloat);
   TORCH_CHECK(s.numel() == n, "int8_weight_only_gemv: one scale per output channel expected, got ", s.numel(),
               " for N = ", n);
+  const bool float_or_bf16 = x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16;
+  const auto wc = w.contiguous();
+  if (float_or_bf16 && m >= torchao_cpp::kAmxMinRows && torchao_cpp::use_amx_bf16()) {
+    const auto xb = torchao_cpp::as_contiguous(x, at::kBFloat16);
+    at::Tensor out = at::empty({m, n}, x.options());
+    torchao_cpp::int8_weight_gemm_amx(reinterpret_cast<const uint16_t*>(xb.data_ptr<at::BFloat16>()),
+                                      wc.data_ptr<int8_t>(), s.data_ptr<float>(), out, m, k, n);
+    return out;
+  }
   // the bfloat16 path for several rows of float32 / bfloat16 x; where it cannot run here (portable and AVX-512
   // without BF16 paths) a float32 copy of the same rounded values stands in, built only then
-  const bool bf16 = m > 1 && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16);
+  const bool bf16 = m > 1 && float_or_bf16;
   const std::vector<at::BFloat16> xb = bf16 ? torchao_cpp::to_bfloat16(x) : std::vector<at::BFloat16>();
   const std::vector<float> xf = !bf16                          ? torchao_cpp::to_float(x)
                                 : torchao_cpp::use_avx512_bf16() ? std::vector<float>()
                                                                  : std::vector<float>(xb.begin(), xb.end());
-  const auto wc = w.contiguous();
   torchao_cpp::FloatOutput out(m, n, x.scalar_type(), x.options());
   const Problem p{xf.data(), bf16 ? reinterpret_cast<const uint16_t*>(xb.data()) : nullptr, wc.data_ptr<int8_t>(),
                   s.data_ptr<float>(), out.values(), m, k, n};

@@ -5,8 +5,12 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include "cpu_features.h"
+
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
 #include <vector>
 
 namespace torchao_cpp {
@@ -41,6 +45,40 @@ inline std::vector<at::BFloat16> to_bfloat16(const at::Tensor& t) {
   return {c.data_ptr<float>(), c.data_ptr<float>() + count};
 }
 
+// A 64-byte aligned array of ``count`` T, uninitialized, that keeps its memory when shrunk (AMX tile rows and
+// AVX-512 vectors that straddle cache lines cost two loads; malloc aligns to 16 bytes only)
+template <typename T>
+class AlignedBuffer {
+ public:
+  T* get() const { return data_.get(); }
+
+  // at least ``count`` elements (old contents are not kept when it grows)
+  T* reserve(int64_t count) {
+    if (count > capacity_) {
+      const size_t bytes = (static_cast<size_t>(count) * sizeof(T) + 63) / 64 * 64;
+      data_.reset(static_cast<T*>(std::aligned_alloc(64, bytes)));
+      TORCH_CHECK(data_ != nullptr, "torchao CPU kernels: could not allocate ", bytes, " bytes");
+      capacity_ = count;
+    }
+    return data_.get();
+  }
+
+  // frees the memory if it holds more than ``bytes`` (a cache kept between calls stays small)
+  void shrink_to(int64_t bytes) {
+    if (capacity_ * static_cast<int64_t>(sizeof(T)) > bytes) {
+      data_.reset();
+      capacity_ = 0;
+    }
+  }
+
+ private:
+  struct Free {
+    void operator()(T* p) const { std::free(p); }
+  };
+  std::unique_ptr<T, Free> data_;
+  int64_t capacity_ = 0;
+};
+
 // Per row and group of ``group`` consecutive k (``group`` divides K): the int32 sum of the row's int8 values,
 // (M, max(K / group, 1)) row-major (K = 0: one zero per row)
 inline std::vector<int32_t> group_sums(const int8_t* x, int64_t m, int64_t k, int64_t group) {
@@ -54,6 +92,39 @@ inline std::vector<int32_t> group_sums(const int8_t* x, int64_t m, int64_t k, in
 // How many weight rows of ``row_bytes`` a parallel task takes: tasks streaming at least ~64 KB of weights each
 inline int64_t rows_per_task(int64_t row_bytes) { return std::max<int64_t>(1, 65536 / std::max<int64_t>(row_bytes, 1)); }
 
+// values[0, count) rounded to nearest even into bfloat16 / float16 (as static_cast does), 16 at a time where the
+// CPU can
+#ifdef TORCHAO_X86
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) inline void round_avx512(const float* values,
+                                                                                        int64_t count,
+                                                                                        at::BFloat16* out) {
+  int64_t j = 0;
+  for (; j + 16 <= count; j += 16)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + j), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(values + j)));
+  for (; j < count; ++j) out[j] = static_cast<at::BFloat16>(values[j]);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) inline void round_avx512(const float* values,
+                                                                                        int64_t count, at::Half* out) {
+  int64_t j = 0;
+  for (; j + 16 <= count; j += 16)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + j),
+                        _mm512_cvtps_ph(_mm512_loadu_ps(values + j), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  for (; j < count; ++j) out[j] = static_cast<at::Half>(values[j]);
+}
+#endif
+
+template <typename T>
+inline void round_values(const float* values, int64_t count, T* out) {
+#ifdef TORCHAO_X86
+  if (use_avx512_bf16()) {
+    round_avx512(values, count, out);
+    return;
+  }
+#endif
+  for (int64_t j = 0; j < count; ++j) out[j] = static_cast<T>(values[j]);
+}
+
 // The (M, N) output of ``dtype``: kernels write float32 to ``values()``; for 16-bit outputs that is a scratch
 // buffer whose columns [n0, n1) ``finish`` rounds into the output (call it in the thread that computed them).
 class FloatOutput {
@@ -62,20 +133,22 @@ class FloatOutput {
       : m_(m), n_(n), out_(at::empty({m, n}, options.dtype(dtype))) {
     TORCH_CHECK(dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf,
                 "torchao CPU kernels: out_dtype float32, bfloat16 or float16 expected, got ", dtype);
-    if (dtype != at::kFloat) scratch_.resize(m * n);
+    if (dtype != at::kFloat) scratch_.reserve(m * n);  // uninitialized: the kernels write every value
   }
 
-  float* values() { return scratch_.empty() ? out_.data_ptr<float>() : scratch_.data(); }
+  float* values() { return scratch_.get() ? scratch_.get() : out_.data_ptr<float>(); }
 
   void finish(int64_t n0, int64_t n1) {
-    if (scratch_.empty()) return;
+    n1 = std::min(n1, n_);
+    if (!scratch_.get() || n1 <= n0) return;
     if (out_.scalar_type() == at::kBFloat16) round_into(out_.data_ptr<at::BFloat16>(), n0, n1);
     else round_into(out_.data_ptr<at::Half>(), n0, n1);
   }
 
   at::Tensor tensor() const { return out_; }
 
-  // run(begin, end) over [0, units) in parallel, each unit ``width`` output columns and each task at least
+  // run(begin, end) over [0, units) in parallel, each unit ``width`` output columns (the last may be narrower)
+  // and each task at least
   // ``grain`` units; each task's columns are finished in the thread that computed them
   template <typename Run>
   void parallel_columns(int64_t units, int64_t width, int64_t grain, const Run& run) {
@@ -88,13 +161,12 @@ class FloatOutput {
  private:
   template <typename T>
   void round_into(T* typed, int64_t n0, int64_t n1) {
-    for (int64_t i = 0; i < m_; ++i)
-      for (int64_t j = n0; j < n1; ++j) typed[i * n_ + j] = static_cast<T>(scratch_[i * n_ + j]);
+    for (int64_t i = 0; i < m_; ++i) round_values(scratch_.get() + i * n_ + n0, n1 - n0, typed + i * n_ + n0);
   }
 
   int64_t m_, n_;
   at::Tensor out_;
-  std::vector<float> scratch_;
+  AlignedBuffer<float> scratch_;
 };
 
 }  // namespace torchao_cpp

@@ -1,0 +1,21 @@
+// The AMX weight-only matmuls (bf16_int8_amx.cpp, bf16_int4_amx.cpp): bfloat16 activations times int8 / int4
+// weights for many rows (prefill, batched decode), on CPUs where use_amx_bf16() holds. The weight-only ops of
+// float_int8_gemv.cpp and bf16_int4_gemv.cpp call them from kAmxMinRows rows on.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+
+namespace torchao_cpp {
+
+// From this many rows the AMX kernels beat the AVX-512 ones (few rows: each weight is unpacked for a tile of
+// 16 rows whatever M is).
+constexpr int64_t kAmxMinRows = 8;
+
+// out (M, N) float32 / bfloat16 / float16 = s[n] * sum_k x[m, k] w[n, k]: x (M, K) bfloat16 bits, w (N, K) int8
+// row-major, s (N,) float32. Parallel over output channels.
+void int8_weight_gemm_amx(const uint16_t* x, const int8_t* w, const float* s, at::Tensor& out, int64_t m, int64_t k,
+                          int64_t n);
+
+}  // namespace torchao_cpp
