@@ -37,6 +37,12 @@ def random_int4_weight(n, k, group, seed):
     return cpu_kernels.int4_cpu_pack(q), torch.stack([scales, zeros], -1), dequantized
 
 
+def kernel_weight(weight: torch.Tensor, m: int) -> torch.Tensor:
+    """The float64 weight the int4 weight-only kernel multiplies for ``m`` rows: exact, or rounded to bf16 where
+    the AMX path runs (AMX CPUs, 8 rows or more)."""
+    return weight.to(torch.bfloat16).double() if cpu_kernels.CPU_HAS_AMX_BF16 and m >= 8 else weight
+
+
 def temporary_directory(test: TestCase) -> str:
     """A directory removed when ``test`` ends."""
     directory = tempfile.mkdtemp()
@@ -257,24 +263,26 @@ class TestBf16Int4Gemv(TestCase):
             self.skipTest("this CPU's aten int4 packing is not the AVX-512 one the kernel reads")
 
     def test_against_float64_reference(self):
-        """Every group size, odd K, rows 1..9 (tiles of 4 and the rest), (s, z) pairs and scales only: float32
-        accumulation only (< 1e-5); bf16 outputs are the float32 outputs rounded, bit-equal."""
+        """Every group size, odd K, rows 1..9 (tiles of 4 and the rest) and, on AMX CPUs, the AMX path's tile
+        tails (rows 8, 17, 33, 100), (s, z) pairs and scales only: float32 accumulation only (< 1e-5) of the
+        kernel's weight (exact; on the AMX path rounded to bf16, as int4_cpu_dequantize and F.linear on the
+        dequantized weight have it); bf16 outputs are the float32 outputs rounded, bit-equal."""
         op = torch.ops.torchao.int4_weight_only_gemv_cpu
         for n, k, group in SHAPES:
             packed, scales_and_zeros, weight = random_int4_weight(n, k, group, seed=n + k)
-            x_sum = None
-            for m in (1, 2, 3, 5, 9):
+            zeros = scales_and_zeros[..., 1].double().t().repeat_interleave(group, dim=1)  # (N, K)
+            for m in (1, 2, 3, 5, 8, 9, 17, 33, 100):
                 with self.subTest(n=n, k=k, group=group, m=m):
                     x = torch.randn(m, k, generator=torch.Generator().manual_seed(m)) * 3 + 0.5
                     x_bf16 = x.to(torch.bfloat16)
-                    reference = x_bf16.double() @ weight.t()
+                    reference = x_bf16.double() @ kernel_weight(weight, m).t()
                     out = op(x, packed, group, scales_and_zeros)
                     self.assertEqual((out.shape, out.dtype), ((m, n), torch.float32))
                     self.assertLess(relative(out, reference), 1e-5)
                     self.assertTrue(torch.equal(op(x_bf16, packed, group, scales_and_zeros), out.to(torch.bfloat16)))
-                    x_sum = x_bf16.double().reshape(m, k // group, group).sum(-1)
                     scales_only = op(x, packed, group, scales_and_zeros[..., :1].contiguous())
-                    self.assertLess(relative(scales_only, reference - x_sum @ scales_and_zeros[..., 1].double()), 1e-5)
+                    reference = x_bf16.double() @ kernel_weight(weight - zeros, m).t()
+                    self.assertLess(relative(scales_only, reference), 1e-5)
 
     def test_int4_weight_only_runs_on_it(self):
         """Int4WeightOnlyConfig on CPU: decode rows take the C++ kernel (float32 output unrounded: 1e-5 of the
@@ -309,6 +317,75 @@ class TestBf16Int4Gemv(TestCase):
             op(torch.zeros(1, 64), packed, 48, scales_and_zeros)
         with self.assertRaisesRegex(RuntimeError, "bfloat16 scales_and_zeros"):
             op(torch.zeros(1, 64), packed, 32, scales_and_zeros.float())
+
+
+class TestWeightOnlyManyRows(TestCase):
+    """Weight-only int8 / int4 for many rows (prefill, batched decode): on AMX CPUs the AMX tile kernels
+    (csrc/bf16_int8_amx.cpp, bf16_int4_amx.cpp), elsewhere the AVX-512 kernels; shapes that leave partial tiles
+    of rows (M % 16), channels (N % 32) and k (K % 32), several chunks of K (256 each) and partial tasks."""
+
+    def setUp(self):
+        self.assertTrue(cpp_kernels_available(), "the C++ kernels did not build (g++ and ninja are needed)")
+
+    def test_int8_against_float64_reference(self):
+        """bf16 x (float32 x rounded to it), exact products, float32 sums (< 1e-6); bf16 / fp16 outputs are the
+        float32 outputs rounded, bit-equal."""
+        op = torch.ops.torchao.int8_weight_only_gemv_cpu
+        for n, k in ((33, 1000), (100, 77), (257, 300), (64, 4096 + 48)):
+            g = torch.Generator().manual_seed(n + k)
+            w = torch.randint(-128, 128, (n, k), dtype=torch.int8, generator=g)
+            w[0] = -128
+            s = torch.rand(n, generator=g) * 0.01 + 1e-4
+            weight = w.double() * s.double()[:, None]
+            for m in (8, 15, 16, 31, 33, 100):
+                with self.subTest(n=n, k=k, m=m):
+                    x = torch.randn(m, k, generator=g) * 4
+                    x_bf16 = x.to(torch.bfloat16)
+                    out = op(x, w, s)
+                    self.assertEqual((out.shape, out.dtype), ((m, n), torch.float32))
+                    self.assertLess(relative(out, x_bf16.double() @ weight.t()), 1e-6)
+                    self.assertTrue(torch.equal(op(x_bf16, w, s), out.to(torch.bfloat16)))
+
+    def test_int4_against_float64_reference(self):
+        """Widths of 1, 5 and 64 blocks of 64 channels, K of 1 to 17 chunks, every group size: float32 sums of
+        the kernel's weight (< 1e-5); bf16 outputs bit-equal to the float32 outputs rounded."""
+        op = torch.ops.torchao.int4_weight_only_gemv_cpu
+        for n, k, group in ((64, 768, 256), (320, 4096 + 128, 128), (4096, 256, 32), (320, 96, 32)):
+            packed, scales_and_zeros, weight = random_int4_weight(n, k, group, seed=n + k)
+            for m in (8, 15, 16, 31, 33, 100):
+                with self.subTest(n=n, k=k, group=group, m=m):
+                    x = torch.randn(m, k, generator=torch.Generator().manual_seed(m)) + 0.25
+                    x_bf16 = x.to(torch.bfloat16)
+                    out = op(x, packed, group, scales_and_zeros)
+                    self.assertLess(relative(out, x_bf16.double() @ kernel_weight(weight, m).t()), 1e-5)
+                    self.assertTrue(torch.equal(op(x_bf16, packed, group, scales_and_zeros), out.to(torch.bfloat16)))
+
+    def test_amx_and_avx512_paths_agree(self):
+        """TORCHAO_CPU_NO_AMX=1 (read once per process) runs the AVX-512 kernels for every M: int8 gives the same
+        floats up to the order of float32 sums, int4 up to the AMX path's bf16 rounding of the weight."""
+        script = textwrap.dedent("""
+            import sys, torch
+            sys.path.insert(0, %r)
+            from test_cpp_kernels import random_int4_weight
+            import torchao.kernels.cpu
+            g = torch.Generator().manual_seed(0)
+            x = torch.randn(40, 512, generator=g)
+            w = torch.randint(-128, 128, (96, 512), dtype=torch.int8, generator=g)
+            out8 = torch.ops.torchao.int8_weight_only_gemv_cpu(x, w, torch.linspace(0.1, 1, 96))
+            packed, sz, _ = random_int4_weight(128, 512, 64, seed=3)
+            out4 = torch.ops.torchao.int4_weight_only_gemv_cpu(x, packed, 64, sz)
+            torch.save((out8, out4), sys.argv[1])
+        """) % os.path.dirname(os.path.abspath(__file__))
+        outputs = []
+        for no_amx in (False, True):
+            env = {k: v for k, v in os.environ.items() if k != "TORCHAO_CPU_NO_AMX"}
+            if no_amx:
+                env["TORCHAO_CPU_NO_AMX"] = "1"
+            path = os.path.join(temporary_directory(self), f"out_{no_amx}.pt")
+            subprocess.run([sys.executable, "-c", script, path], check=True, env=env, timeout=300)
+            outputs.append(torch.load(path))
+        self.assertLess(relative(outputs[1][0], outputs[0][0]), 1e-6)
+        self.assertLess(relative(outputs[1][1], outputs[0][1]), 2 ** -7)
 
 
 class TestInt8ActivationsOptIn(TestCase):

@@ -305,16 +305,20 @@ _ANY_ROWS = 1 << 62
 #: against aten._weight_int4pack_mm_for_cpu: 5632x2048, 2048x5632, 4096x4096 1.55-2.1x at every M from 1 to
 #: 128; 256x2048 (4 blocks) 1.1-1.6x up to M = 4, 0.58-0.76x from M = 8
 _GEMV_INT4_MAX_ROWS = ((16, _ANY_ROWS), (1, 4))
+#: on AMX CPUs the op runs from 8 rows on AMX tiles (csrc/bf16_int4_amx.cpp), 1.1-1.5x bf16 F.linear for every
+#: width measured (256x2048 .. 11008x4096, M = 8..512; 256x2048 at M = 512: 0.82x), so any M goes to it
+_GEMV_INT4_MAX_ROWS_AMX = ((1, _ANY_ROWS),)
 
 
 def _bf16_int4_gemv_runs(x: torch.Tensor, n, scales_and_zeros_dtype: torch.dtype) -> bool:
     """Whether int4 weight-only runs our bf16 x int4 C++ kernel: float32 / bfloat16 input, bfloat16 scales,
     aten's AVX-512 packing with N a multiple of 64, a CPU with AVX-512 BF16 (elsewhere its scalar path would be
-    slower than aten), and M within _GEMV_INT4_MAX_ROWS for the number of 64-channel blocks (a symbolic M only
-    where any M is)."""
+    slower than aten), and M within _GEMV_INT4_MAX_ROWS (_AMX on AMX CPUs) for the number of 64-channel blocks (a
+    symbolic M only where any M is)."""
     if not (isinstance(n, int) and n % _INT4_BLOCK_N == 0):
         return False
-    max_rows = next((rows for fewest, rows in _GEMV_INT4_MAX_ROWS if n // _INT4_BLOCK_N >= fewest), 0)
+    limits = _GEMV_INT4_MAX_ROWS_AMX if CPU_HAS_AMX_BF16 else _GEMV_INT4_MAX_ROWS
+    max_rows = next((rows for fewest, rows in limits if n // _INT4_BLOCK_N >= fewest), 0)
     m = x.shape[0]
     return (
         (max_rows == _ANY_ROWS or (isinstance(m, int) and m <= max_rows))
@@ -421,7 +425,9 @@ def int4_weight_only_mm(
     group_size in INT4_CPU_GROUP_SIZES. Returns (M, N) in x.dtype.
 
     Where ``_bf16_int4_gemv_runs`` says so, our C++ kernel (csrc/bf16_int4_gemv.cpp) runs it: bf16 activations
-    as with aten's kernel, float32 sums, ~2x faster; else the aten kernel. As for int8_weight_only_mm, the C++
+    as with aten's kernel, float32 sums, ~2x faster; on AMX CPUs from 8 rows on AMX tiles (csrc/bf16_int4_amx.cpp:
+    the weight dequantized to bf16 as ``int4_cpu_dequantize`` rounds it, exact products, float32 sums); else the
+    aten kernel. As for int8_weight_only_mm, the C++
     op is called directly where the choice is known when tracing, else torchao::int4_weight_only_mm_cpu
     chooses at run time.
     """

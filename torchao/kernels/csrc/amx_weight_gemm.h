@@ -18,4 +18,10 @@ constexpr int64_t kAmxMinRows = 8;
 void int8_weight_gemm_amx(const uint16_t* x, const int8_t* w, const float* s, at::Tensor& out, int64_t m, int64_t k,
                           int64_t n);
 
+// out (M, N) float32 / bfloat16 / float16 = x @ W.T with x (M, K) contiguous float32 / bfloat16 (rounded to
+// bfloat16), K a multiple of 32, and W[n, k] = bf16((q - 8) * s + z) from aten's AVX-512 int4 packing (packed
+// (N, K / 2), N a multiple of 64) and bfloat16 group scales sz (K / group, N, sz_width: 2 (s, z) or 1 (s)).
+void int4_weight_gemm_amx(const at::Tensor& x, const uint8_t* packed, const uint16_t* sz, int64_t group,
+                          int64_t sz_width, at::Tensor& out);
+
 }  // namespace torchao_cpp

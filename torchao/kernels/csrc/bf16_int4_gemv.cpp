@@ -18,6 +18,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "amx.h"
+#include "amx_weight_gemm.h"
 #include "cpu_features.h"
 #include "host_helpers.h"
 #include "int4_cpu_packing.h"
@@ -153,13 +155,20 @@ at::Tensor int4_weight_only_gemv(const at::Tensor& x, const at::Tensor& packed, 
                   sz.size(1) == n && (sz.size(2) == 2 || sz.size(2) == 1),
               "int4_weight_only_gemv: bfloat16 scales_and_zeros (K / group_size, N, 2) or scales (K / group_size, "
               "N, 1) expected, got ", sz.sizes(), " ", sz.scalar_type());
+  const auto pc = packed.contiguous();
+  const auto sc = sz.contiguous();
+  if (m >= torchao_cpp::kAmxMinRows && k % torchao_cpp::kTileK == 0 && torchao_cpp::use_amx_bf16()) {
+    at::Tensor out = at::empty({m, n}, x.options());
+    torchao_cpp::int4_weight_gemm_amx(x.contiguous(), pc.data_ptr<uint8_t>(),
+                                      reinterpret_cast<const uint16_t*>(sc.data_ptr<at::BFloat16>()), group_size,
+                                      sz.size(2), out);
+    return out;
+  }
   const std::vector<at::BFloat16> xb = torchao_cpp::to_bfloat16(x);
   const int64_t groups = k / group_size;
   std::vector<float> xsum(m * groups, 0.f);
   for (int64_t i = 0; i < m; ++i)
     for (int64_t t = 0; t < k; ++t) xsum[i * groups + t / group_size] += static_cast<float>(xb[i * k + t]);
-  const auto pc = packed.contiguous();
-  const auto sc = sz.contiguous();
   torchao_cpp::FloatOutput out(m, n, x.scalar_type(), x.options());
   const Problem p{reinterpret_cast<const uint16_t*>(xb.data()), xsum.data(), pc.data_ptr<uint8_t>(),
                   reinterpret_cast<const uint16_t*>(sc.data_ptr<at::BFloat16>()), out.values(), m, k, n,
