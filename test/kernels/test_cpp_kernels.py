@@ -39,8 +39,9 @@ def random_int4_weight(n, k, group, seed):
 
 def kernel_weight(weight: torch.Tensor, m: int) -> torch.Tensor:
     """The float64 weight the int4 weight-only kernel multiplies for ``m`` rows: exact, or rounded to bf16 where
-    the AMX path runs (AMX CPUs, 8 rows or more)."""
-    return weight.to(torch.bfloat16).double() if cpu_kernels.CPU_HAS_AMX_BF16 and m >= 8 else weight
+    the AMX path runs (AMX CPUs, from AMX_MIN_ROWS_INT4 rows)."""
+    amx = cpu_kernels.CPU_HAS_AMX_BF16 and m >= cpu_kernels.AMX_MIN_ROWS_INT4
+    return weight.to(torch.bfloat16).double() if amx else weight
 
 
 def temporary_directory(test: TestCase) -> str:

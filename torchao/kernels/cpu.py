@@ -297,6 +297,8 @@ def _probe_cpu_has_amx_bf16() -> bool:
 INT4_PACKING_IS_BLOCKED_BY_64 = _probe_int4_packing_is_blocked_by_64()
 CPU_HAS_AVX512_BF16 = _probe_cpu_has_avx512_bf16()
 CPU_HAS_AMX_BF16 = _probe_cpu_has_amx_bf16()
+#: the C++ weight-only ops run their AMX kernels from this many rows (kAmxMinRowsInt8 / Int4, csrc/amx_weight_gemm.h)
+AMX_MIN_ROWS_INT8, AMX_MIN_ROWS_INT4 = 3, 4
 
 
 #: any number of rows, symbolic included
@@ -305,8 +307,9 @@ _ANY_ROWS = 1 << 62
 #: against aten._weight_int4pack_mm_for_cpu: 5632x2048, 2048x5632, 4096x4096 1.55-2.1x at every M from 1 to
 #: 128; 256x2048 (4 blocks) 1.1-1.6x up to M = 4, 0.58-0.76x from M = 8
 _GEMV_INT4_MAX_ROWS = ((16, _ANY_ROWS), (1, 4))
-#: on AMX CPUs the op runs from 8 rows on AMX tiles (csrc/bf16_int4_amx.cpp), 1.1-1.5x bf16 F.linear for every
-#: width measured (256x2048 .. 11008x4096, M = 8..512; 256x2048 at M = 512: 0.82x), so any M goes to it
+#: on AMX CPUs the op runs from AMX_MIN_ROWS_INT4 rows on AMX tiles (csrc/bf16_int4_amx.cpp), 1.1-1.5x bf16
+#: F.linear for every width measured (256x2048 .. 11008x4096, M = 8..512; 256x2048 at M = 512: 0.82x), so any M
+#: goes to it
 _GEMV_INT4_MAX_ROWS_AMX = ((1, _ANY_ROWS),)
 
 
@@ -390,8 +393,8 @@ _int4_weight_only_op.register_autograd(_int4_weight_only_backward, setup_context
 
 def _int8_gemv_runs(x: torch.Tensor) -> bool:
     """Whether float x int8 weight-only runs our C++ kernel: concrete M up to _CPP_GEMV_MAX_ROWS, or any M of
-    float32 / bfloat16 x on AMX CPUs (csrc/bf16_int8_amx.cpp from 8 rows), kernels built (a symbolic M takes the
-    Python op, which asks again at run time)."""
+    float32 / bfloat16 x on AMX CPUs (csrc/bf16_int8_amx.cpp from AMX_MIN_ROWS_INT8 rows), kernels built (a
+    symbolic M takes the Python op, which asks again at run time)."""
     m = x.shape[0]
     amx = CPU_HAS_AMX_BF16 and x.dtype in (torch.float32, torch.bfloat16)
     return isinstance(m, int) and (m <= _CPP_GEMV_MAX_ROWS or amx) and cpp_kernels_available()
@@ -406,10 +409,10 @@ def int8_weight_only_mm(x: torch.Tensor, w_int8: torch.Tensor, scale: torch.Tens
     """x (M, K) float @ (w_int8 (N, K) int8 * scale (N,)).T -> (M, N) in x.dtype.
 
     Up to _CPP_GEMV_MAX_ROWS rows run our C++ kernel (csrc/float_int8_gemv.cpp: one row in float32, more with
-    bf16 activations like aten's kernel, float32 sums); on AMX CPUs every M of float32 / bf16 x does (from 8
-    rows on AMX tiles, csrc/bf16_int8_amx.cpp: bf16 x, exact products, float32 sums); elsewhere more rows run
-    the aten kernels (see weight_only_compute_dtype). A concrete M calls the C++ op directly (no Python at run time); a symbolic M and
-    gradients call torchao::int8_weight_only_mm_cpu, which makes the same choice at run time, so eager,
+    bf16 activations like aten's kernel, float32 sums); on AMX CPUs every M of float32 / bf16 x does (from
+    AMX_MIN_ROWS_INT8 rows on AMX tiles, csrc/bf16_int8_amx.cpp: bf16 x, exact products, float32 sums);
+    elsewhere more rows run the aten kernels (see weight_only_compute_dtype). A concrete M calls the C++ op
+    directly (no Python at run time); a symbolic M and gradients call torchao::int8_weight_only_mm_cpu, which makes the same choice at run time, so eager,
     compiled and exported programs (dynamic batch included) give equal results."""
     if _int8_gemv_runs(x) and _inference(x):
         return torch.ops.torchao.int8_weight_only_gemv_cpu(x, w_int8, scale.reshape(-1))
@@ -425,10 +428,9 @@ def int4_weight_only_mm(
     group_size in INT4_CPU_GROUP_SIZES. Returns (M, N) in x.dtype.
 
     Where ``_bf16_int4_gemv_runs`` says so, our C++ kernel (csrc/bf16_int4_gemv.cpp) runs it: bf16 activations
-    as with aten's kernel, float32 sums, ~2x faster; on AMX CPUs from 8 rows on AMX tiles (csrc/bf16_int4_amx.cpp:
-    the weight dequantized to bf16 as ``int4_cpu_dequantize`` rounds it, exact products, float32 sums); else the
-    aten kernel. As for int8_weight_only_mm, the C++
-    op is called directly where the choice is known when tracing, else torchao::int4_weight_only_mm_cpu
+    as with aten's kernel, float32 sums, ~2x faster; on AMX CPUs from AMX_MIN_ROWS_INT4 rows on AMX tiles
+    (csrc/bf16_int4_amx.cpp: the weight dequantized to bf16 as ``int4_cpu_dequantize`` rounds it, exact products,
+    float32 sums); else the aten kernel. As for int8_weight_only_mm, the C++ op is called directly where the choice is known when tracing, else torchao::int4_weight_only_mm_cpu
     chooses at run time.
     """
     if _bf16_int4_gemv_runs(x, packed.shape[0], scales_and_zeros.dtype) and _inference(x):

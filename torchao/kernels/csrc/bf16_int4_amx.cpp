@@ -1,4 +1,4 @@
-// bfloat16 activations x int4 weights on AMX (weight-only int4 from kAmxMinRows rows: prefill, batched decode),
+// bfloat16 activations x int4 weights on AMX (weight-only int4 from kAmxMinRowsInt4 rows: prefill, batched decode),
 // reading aten's AVX-512 int4 packing (int4_cpu_packing.h).
 //
 //   x (M, K) float32 / bfloat16, rounded to bfloat16; w[n, k] = (q[n, k] - 8) * s + z per group of K

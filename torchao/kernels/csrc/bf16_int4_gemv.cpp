@@ -157,7 +157,7 @@ at::Tensor int4_weight_only_gemv(const at::Tensor& x, const at::Tensor& packed, 
               "N, 1) expected, got ", sz.sizes(), " ", sz.scalar_type());
   const auto pc = packed.contiguous();
   const auto sc = sz.contiguous();
-  if (m >= torchao_cpp::kAmxMinRows && k % torchao_cpp::kTileK == 0 && torchao_cpp::use_amx_bf16()) {
+  if (m >= torchao_cpp::kAmxMinRowsInt4 && k % torchao_cpp::kTileK == 0 && torchao_cpp::use_amx_bf16()) {
     at::Tensor out = at::empty({m, n}, x.options());
     torchao_cpp::int4_weight_gemm_amx(x.contiguous(), pc.data_ptr<uint8_t>(),
                                       reinterpret_cast<const uint16_t*>(sc.data_ptr<at::BFloat16>()), group_size,

@@ -1,4 +1,4 @@
-// bfloat16 activations x int8 weights on AMX (weight-only int8 from kAmxMinRows rows: prefill, batched decode).
+// bfloat16 activations x int8 weights on AMX (weight-only int8 from kAmxMinRowsInt8 rows: prefill, batched decode).
 //
 //   x (M, K) bfloat16, w (N, K) int8 row-major, s (N,) float32
 //   out[m, n] = s[n] * sum_k x[m, k] w[n, k]   (products exact: every int8 is a bfloat16; sums float32)

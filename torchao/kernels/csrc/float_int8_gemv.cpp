@@ -159,7 +159,7 @@ at::Tensor int8_weight_only_gemv(const at::Tensor& x, const at::Tensor& w, const
               " for N = ", n);
   const bool float_or_bf16 = x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16;
   const auto wc = w.contiguous();
-  if (float_or_bf16 && m >= torchao_cpp::kAmxMinRows && torchao_cpp::use_amx_bf16()) {
+  if (float_or_bf16 && m >= torchao_cpp::kAmxMinRowsInt8 && torchao_cpp::use_amx_bf16()) {
     const auto xb = torchao_cpp::as_contiguous(x, at::kBFloat16);
     at::Tensor out = at::empty({m, n}, x.options());
     torchao_cpp::int8_weight_gemm_amx(reinterpret_cast<const uint16_t*>(xb.data_ptr<at::BFloat16>()),
