@@ -412,8 +412,9 @@ def int8_weight_only_mm(x: torch.Tensor, w_int8: torch.Tensor, scale: torch.Tens
     bf16 activations like aten's kernel, float32 sums); on AMX CPUs every M of float32 / bf16 x does (from
     AMX_MIN_ROWS_INT8 rows on AMX tiles, csrc/bf16_int8_amx.cpp: bf16 x, exact products, float32 sums);
     elsewhere more rows run the aten kernels (see weight_only_compute_dtype). A concrete M calls the C++ op
-    directly (no Python at run time); a symbolic M and gradients call torchao::int8_weight_only_mm_cpu, which makes the same choice at run time, so eager,
-    compiled and exported programs (dynamic batch included) give equal results."""
+    directly (no Python at run time); a symbolic M and gradients call torchao::int8_weight_only_mm_cpu, which
+    makes the same choice at run time, so eager, compiled and exported programs (dynamic batch included) give
+    equal results."""
     if _int8_gemv_runs(x) and _inference(x):
         return torch.ops.torchao.int8_weight_only_gemv_cpu(x, w_int8, scale.reshape(-1))
     return torch.ops.torchao.int8_weight_only_mm_cpu(x, w_int8, scale.reshape(-1))
@@ -430,8 +431,8 @@ def int4_weight_only_mm(
     Where ``_bf16_int4_gemv_runs`` says so, our C++ kernel (csrc/bf16_int4_gemv.cpp) runs it: bf16 activations
     as with aten's kernel, float32 sums, ~2x faster; on AMX CPUs from AMX_MIN_ROWS_INT4 rows on AMX tiles
     (csrc/bf16_int4_amx.cpp: the weight dequantized to bf16 as ``int4_cpu_dequantize`` rounds it, exact products,
-    float32 sums); else the aten kernel. As for int8_weight_only_mm, the C++ op is called directly where the choice is known when tracing, else torchao::int4_weight_only_mm_cpu
-    chooses at run time.
+    float32 sums); else the aten kernel. As for int8_weight_only_mm, the C++ op is called directly where the
+    choice is known when tracing, else torchao::int4_weight_only_mm_cpu chooses at run time.
     """
     if _bf16_int4_gemv_runs(x, packed.shape[0], scales_and_zeros.dtype) and _inference(x):
         return torch.ops.torchao.int4_weight_only_gemv_cpu(x, packed, group_size, scales_and_zeros)
