@@ -297,8 +297,9 @@ def _probe_cpu_has_amx_bf16() -> bool:
 INT4_PACKING_IS_BLOCKED_BY_64 = _probe_int4_packing_is_blocked_by_64()
 CPU_HAS_AVX512_BF16 = _probe_cpu_has_avx512_bf16()
 CPU_HAS_AMX_BF16 = _probe_cpu_has_amx_bf16()
-#: the C++ weight-only ops run their AMX kernels from this many rows (kAmxMinRowsInt8 / Int4, csrc/amx_weight_gemm.h)
-AMX_MIN_ROWS_INT8, AMX_MIN_ROWS_INT4 = 3, 4
+#: the C++ ops run their AMX kernels from this many rows (kAmxMinRows*, csrc/amx_weight_gemm.h): float x int8 and
+#: float x int4 weight-only, int8 x int4 (8da4w; there with the weight rounded to bf16)
+AMX_MIN_ROWS_INT8, AMX_MIN_ROWS_INT4, AMX_MIN_ROWS_INT8_INT4 = 3, 4, 6
 
 
 #: any number of rows, symbolic included

@@ -1,8 +1,9 @@
 // bfloat16 activations x int4 weights on AMX (weight-only int4 from kAmxMinRowsInt4 rows: prefill, batched decode),
 // reading aten's AVX-512 int4 packing (int4_cpu_packing.h).
 //
-//   x (M, K) float32 / bfloat16, rounded to bfloat16; w[n, k] = (q[n, k] - 8) * s + z per group of K
-//   out[m, n] = sum_k x[m, k] bf16(w[n, k])   (float32 sums)
+//   x (M, K) float32 / bfloat16, rounded to bfloat16, or int8 xq with zero points zx and scales a per row (8da4w:
+//   x = a (xq - zx)); w[n, k] = (q[n, k] - 8) * s + z per group of K
+//   out[m, n] = sum_k x[m, k] bf16(w[n, k]), or a[m] sum_k (xq[m, k] - zx[m]) bf16(w[n, k])   (float32 sums)
 //
 // The weights are dequantized to bfloat16 (rounded once, as int4_cpu_dequantize and F.linear on the dequantized
 // weight do) into AMX's pair order, the B operand, one chunk of K at a time for up to 256 output channels per
@@ -24,27 +25,41 @@ namespace {
 constexpr int64_t kMaxUnitN = 256;  // output channels per task, at most
 
 // x rows as A tiles (OperandTiles of x): tile (b, step) row r = x[16 b + r, 32 step .. + 32) in bfloat16, zero
-// past M (K is a multiple of 32)
-TORCHAO_AVX512 inline __m512i bf16_row(const uint16_t* x) { return _mm512_loadu_si512(x); }
-TORCHAO_AVX512 inline __m512i bf16_row(const float* x) {
-  return (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + 16), _mm512_loadu_ps(x));
-}
-
-template <typename X>
-TORCHAO_AVX512 void copy_block(const X* x, int64_t m, int64_t k, int64_t block, const OperandTiles& tiles) {
-  for (int64_t step = 0; step < tiles.steps; ++step) {
-    char* tile = tiles.tile(block, step);
-    for (int r = 0; r < 16; ++r) {
-      const int64_t row = block * 16 + r;
-      _mm512_storeu_si512(tile + r * 64, row < m ? bf16_row(x + row * k + step * kTileK) : _mm512_setzero_si512());
+// past M (K is a multiple of 32). x is float32 / bfloat16 (rounded to bfloat16), or int8 with a zero point per row
+// (xq - zx, an integer of at most 255 in magnitude: exact in bfloat16).
+TORCHAO_AVX512 inline __m512i bf16_row(const Int4AmxActivations& x, int64_t row, int64_t t) {
+  const int64_t at = row * x.k + t;
+  switch (x.dtype) {
+    case at::kBFloat16: return _mm512_loadu_si512(static_cast<const uint16_t*>(x.data) + at);
+    case at::kFloat: {
+      const float* f = static_cast<const float*>(x.data) + at;
+      return (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(f + 16), _mm512_loadu_ps(f));
+    }
+    default: {
+      const int8_t* q = static_cast<const int8_t*>(x.data) + at;
+      const __m512i zero = _mm512_set1_epi32(x.zero != nullptr ? x.zero[row] : 0);
+      const auto widen = [&](const int8_t* bytes) TORCHAO_AVX512 {
+        const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes));
+        return _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepi8_epi32(b), zero));
+      };
+      return (__m512i)_mm512_cvtne2ps_pbh(widen(q + 16), widen(q));
     }
   }
 }
 
-template <typename X>
-void copy_rows(const X* x, int64_t m, int64_t k, const OperandTiles& tiles) {
+TORCHAO_AVX512 void copy_block(const Int4AmxActivations& x, int64_t block, const OperandTiles& tiles) {
+  for (int64_t step = 0; step < tiles.steps; ++step) {
+    char* tile = tiles.tile(block, step);
+    for (int r = 0; r < 16; ++r) {
+      const int64_t row = block * 16 + r;
+      _mm512_storeu_si512(tile + r * 64, row < x.m ? bf16_row(x, row, step * kTileK) : _mm512_setzero_si512());
+    }
+  }
+}
+
+void copy_rows(const Int4AmxActivations& x, const OperandTiles& tiles) {
   at::parallel_for(0, tiles.blocks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) copy_block(x, m, k, b, tiles);
+    for (int64_t b = begin; b < end; ++b) copy_block(x, b, tiles);
   });
 }
 
@@ -101,17 +116,20 @@ template <typename T>
 struct Problem {
   OperandTiles x;
   Weights w;
+  const float* row_scale;  // (M,) or null
   T* out;
   int64_t m, unit;  // unit: output channels per task, a multiple of 64
 };
 
-// out[m, n0 + c] = C[m][c] from the float32 tiles of acc (tile (row block mb, channel block cb) at
-// acc + (mb * c_blocks + cb) * 256), row by row
+// out[m, n0 + c] = a[m] C[m][c] (a = row_scale, or 1) from the float32 tiles of acc (tile (row block mb, channel
+// block cb) at acc + (mb * c_blocks + cb) * 256), row by row
 template <typename T>
-TORCHAO_AVX512 void write_rows(const float* acc, int64_t c_blocks, T* out, int64_t m, int64_t n, int64_t n0) {
-  for (int64_t i = 0; i < m; ++i) {
+TORCHAO_AVX512 void write_rows(const Problem<T>& p, const float* acc, int64_t c_blocks, int64_t n0) {
+  for (int64_t i = 0; i < p.m; ++i) {
     const float* row = acc + ((i / 16) * c_blocks * 16 + i % 16) * 16;
-    for (int64_t cb = 0; cb < c_blocks; ++cb) store16(out + i * n + n0 + cb * 16, 0xFFFF, _mm512_loadu_ps(row + cb * 256));
+    const __m512 a = _mm512_set1_ps(p.row_scale != nullptr ? p.row_scale[i] : 1.f);
+    for (int64_t cb = 0; cb < c_blocks; ++cb)
+      store16(p.out + i * p.w.n + n0 + cb * 16, 0xFFFF, _mm512_mul_ps(a, _mm512_loadu_ps(row + cb * 256)));
   }
 }
 
@@ -142,24 +160,21 @@ TORCHAO_AMX void run_unit(const Problem<T>& p, int64_t n0, AlignedBuffer<uint16_
         }
       }
   }
-  write_rows(acc.get(), c_blocks, p.out, p.m, p.w.n, n0);
+  write_rows(p, acc.get(), c_blocks, n0);
 }
 
 }  // namespace
 
-void int4_weight_gemm_amx(const at::Tensor& x, const uint8_t* packed, const uint16_t* sz, int64_t group,
+void int4_weight_gemm_amx(const Int4AmxActivations& x, const uint8_t* packed, const uint16_t* sz, int64_t group,
                           int64_t sz_width, at::Tensor& out) {
-  const int64_t m = x.size(0), k = x.size(1), n = out.size(1);
+  const int64_t n = out.size(1);
   thread_local AlignedBuffer<uint32_t> x_buffer;
-  const OperandTiles x_tiles(x_buffer, m, k);
-  if (x.scalar_type() == at::kBFloat16)
-    copy_rows(reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>()), m, k, x_tiles);
-  else
-    copy_rows(x.data_ptr<float>(), m, k, x_tiles);
+  const OperandTiles x_tiles(x_buffer, x.m, x.k);
+  copy_rows(x, x_tiles);
   const int64_t unit = channels_per_task(n, kInt4BlockN, kMaxUnitN);
   with_output(out, "int4_weight_gemm_amx", [&](auto* typed) {
-    const Problem<std::remove_pointer_t<decltype(typed)>> p{x_tiles, {packed, sz, k, n, group, sz_width}, typed, m,
-                                                            unit};
+    const Problem<std::remove_pointer_t<decltype(typed)>> p{
+        x_tiles, {packed, sz, x.k, n, group, sz_width}, x.row_scale, typed, x.m, unit};
     at::parallel_for(0, (n + unit - 1) / unit, 1, [&](int64_t begin, int64_t end) {
       thread_local AlignedBuffer<uint16_t> weights;
       thread_local AlignedBuffer<float> acc;
@@ -173,7 +188,7 @@ void int4_weight_gemm_amx(const at::Tensor& x, const uint8_t* packed, const uint
   x_buffer.shrink_to(kKeptBytes);
 }
 #else
-void int4_weight_gemm_amx(const at::Tensor&, const uint8_t*, const uint16_t*, int64_t, int64_t, at::Tensor&) {
+void int4_weight_gemm_amx(const Int4AmxActivations&, const uint8_t*, const uint16_t*, int64_t, int64_t, at::Tensor&) {
   TORCH_CHECK(false, "int4_weight_gemm_amx: AMX kernels are x86-64 only");
 }
 #endif

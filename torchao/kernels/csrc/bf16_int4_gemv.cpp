@@ -158,8 +158,9 @@ at::Tensor int4_weight_only_gemv(const at::Tensor& x, const at::Tensor& packed, 
   const auto pc = packed.contiguous();
   const auto sc = sz.contiguous();
   if (m >= torchao_cpp::kAmxMinRowsInt4 && k % torchao_cpp::kTileK == 0 && torchao_cpp::use_amx_bf16()) {
+    const auto xc = x.contiguous();
     at::Tensor out = at::empty({m, n}, x.options());
-    torchao_cpp::int4_weight_gemm_amx(x.contiguous(), pc.data_ptr<uint8_t>(),
+    torchao_cpp::int4_weight_gemm_amx({xc.data_ptr(), x.scalar_type(), nullptr, nullptr, m, k}, pc.data_ptr<uint8_t>(),
                                       reinterpret_cast<const uint16_t*>(sc.data_ptr<at::BFloat16>()), group_size,
                                       sz.size(2), out);
     return out;

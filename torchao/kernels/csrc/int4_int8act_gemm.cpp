@@ -12,11 +12,15 @@
 //   out[m, n] = a[m] * sum_g [ s * (D - zx Q - 8 X + 8 zx G) + z * (X - zx G) ]
 // with, over the group's k: D = sum xq q, Q = sum q, X = sum xq (exact int32 sums), which is
 // a[m] * sum_k (xq - zx) * w[n, k] in fp32 up to the order of the float additions over groups.
+// On AMX CPUs, from kAmxMinRowsInt8Int4 rows: bf16_int4_amx.cpp, a[m] * sum_k (xq - zx) * bf16(w[n, k]) (the weight
+// rounded to bfloat16, as in weight-only int4; xq - zx is exact in bfloat16), float32 sums.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "amx.h"
+#include "amx_weight_gemm.h"
 #include "cpu_features.h"
 #include "host_helpers.h"
 #include "int4_cpu_packing.h"
@@ -264,6 +268,14 @@ at::Tensor int8_dynamic_int4_mm(const at::Tensor& xq, const at::Tensor& x_scale,
   const auto xc = xq.contiguous();
   const auto pc = packed.contiguous();
   const auto sc = sz.contiguous();
+  if (m >= torchao_cpp::kAmxMinRowsInt8Int4 && k % torchao_cpp::kTileK == 0 && torchao_cpp::use_amx_bf16()) {
+    at::Tensor out = at::empty({m, n}, xq.options().dtype(out_dtype));
+    torchao_cpp::int4_weight_gemm_amx(
+        {xc.data_ptr(), at::kChar, zx.defined() ? zx.data_ptr<int32_t>() : nullptr, a.data_ptr<float>(), m, k},
+        pc.data_ptr<uint8_t>(), reinterpret_cast<const uint16_t*>(sc.data_ptr<at::BFloat16>()), group_size,
+        sz.size(2), out);
+    return out;
+  }
   const std::vector<int32_t> xsum = torchao_cpp::group_sums(xc.data_ptr<int8_t>(), m, k, group_size);
   const std::vector<int32_t> no_zero(zx.defined() ? 0 : m, 0);
   torchao_cpp::FloatOutput out(m, n, out_dtype, xq.options());
