@@ -2,7 +2,9 @@
 
     python benchmarks/bench_linear.py [--quick] [--dtypes bf16 fp32] [--shapes 4096x4096 ...] [--rows 1 16 128]
 
-Speedups are over F.linear with weights and activations in the same dtype, in the same run.
+Speedups are over F.linear with weights and activations in the same dtype, in the same run. The configs are
+named by the config classes the published torchao also has, so the script runs unchanged with that package
+installed in another virtual environment instead of ours (run it from outside this repository there).
 """
 
 from __future__ import annotations
@@ -17,18 +19,13 @@ import torch
 import torch.nn as nn
 
 import torchao
-from torchao.quantization import (
-    int4_weight_only,
-    int8_dynamic_activation_int4_weight,
-    int8_dynamic_activation_int8_weight,
-    int8_weight_only,
-)
+import torchao.quantization as quantization
 
 CONFIGS = {
-    "int8wo": int8_weight_only,
-    "int4wo-128": lambda: int4_weight_only(group_size=128),
-    "int8dq": int8_dynamic_activation_int8_weight,
-    "8da4w-32": lambda: int8_dynamic_activation_int4_weight(32),
+    "int8wo": lambda: quantization.Int8WeightOnlyConfig(),
+    "int4wo-128": lambda: quantization.Int4WeightOnlyConfig(group_size=128),
+    "int8dq": lambda: quantization.Int8DynamicActivationInt8WeightConfig(),
+    "8da4w-32": lambda: quantization.Int8DynamicActivationInt4WeightConfig(32),
 }
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -103,7 +100,8 @@ def main(argv=None) -> int:
         args.shapes, args.rows, args.min_time = ["1024x1024"], [1], 0.05
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes]
     results = run(shapes, args.rows, args.dtypes, args.configs, args.modes, args.min_time)
-    print(f"\nspeedup over F.linear in the same dtype; torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+    print(f"\nspeedup over F.linear in the same dtype; torchao {torchao.__version__}, torch {torch.__version__}, "
+          f"{platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}\n")
     print(table(results))
     return 0

@@ -397,6 +397,47 @@ class TestWeightOnlyManyRows(TestCase):
         self.assertLess(relative(outputs[1][2], outputs[0][2]), 2 ** -7)
 
 
+class TestPerTokenQuantize(TestCase):
+    """The C++ per-token int8 quantizer (csrc/quantize_per_token.cpp) that eager dynamic-activation linears use:
+    the same integers, scales and zero points as the primitives, bit for bit."""
+
+    def setUp(self):
+        self.assertTrue(cpp_kernels_available(), "the C++ kernels did not build (g++ and ninja are needed)")
+
+    def test_equals_the_primitives(self):
+        g = torch.Generator().manual_seed(0)
+        for name in ("int8_per_token_sym", "int8_per_token_asym"):
+            quantizer = get_activation_quantizer(name)
+            for shape in ((3, 17), (5, 2, 64), (64, 4096), (7, 1000), (2, 2)):
+                for dtype in (torch.float32, torch.bfloat16, torch.float16):
+                    for kind in ("normal", "positive", "negative", "zero", "large", "ties"):
+                        x = torch.randn(shape, generator=g)
+                        x = {"positive": x.abs() + 0.1, "negative": -x.abs() - 0.1, "zero": x * 0, "large": x * 1e4,
+                             "ties": torch.round(x * 8) / 2}.get(kind, x).to(dtype)
+                        with self.subTest(name=name, shape=shape, dtype=dtype, kind=kind):
+                            self.assertTrue(cpu_kernels.quantize_int8_per_token_runs(x))
+                            fast = quantizer.quantize(x)
+                            with torch.enable_grad():  # a gradient wanted: the primitives run
+                                self.assertFalse(cpu_kernels.quantize_int8_per_token_runs(x.requires_grad_()))
+                                reference = [None if t is None else t.detach() for t in quantizer.quantize(x)]
+                            for got, want in zip(fast, reference):
+                                self.assertTrue(got is None and want is None or torch.equal(got, want))
+
+    def test_where_it_runs(self):
+        """K = 1 (the primitives keep a (..., 1) qparam shape), empty inputs and compiled graphs keep the
+        primitives; a compiled dynamic-activation linear equals the eager one."""
+        self.assertFalse(cpu_kernels.quantize_int8_per_token_runs(torch.randn(4, 1)))
+        self.assertFalse(cpu_kernels.quantize_int8_per_token_runs(torch.randn(0, 8)))
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig
+
+        q = Int8DynamicActivationInt8WeightConfig()(torch.randn(64, 96))
+        linear = torch.nn.Linear(96, 64, bias=False)
+        linear.weight = torch.nn.Parameter(q, requires_grad=False)
+        x = torch.randn(40, 96)
+        with torch.no_grad():
+            self.assertLess(relative(torch.compile(linear)(x), linear(x)), 1e-6)
+
+
 class TestInt8ActivationsOptIn(TestCase):
     """Weight-only configs with ``int8_activations=True``: the same weights, activations rounded to int8 per
     token, on the integer kernels; the output is that product (bf16 rounding only)."""

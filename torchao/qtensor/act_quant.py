@@ -11,6 +11,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
+from torchao.kernels import cpu as cpu_kernels
 from torchao.qtensor.primitives import (
     MappingType,
     ZeroPointDomain,
@@ -36,7 +37,9 @@ class PerTokenActivationQuantizer:
 
     def quantize(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         """x (..., K) float -> (target_dtype values of x.shape (int8 storage, or float8), float32 scale (...),
-        int32 zero point (...) or None)."""
+        int32 zero point (...) or None). int8 on CPU in eager mode: the same numbers from one C++ pass per row."""
+        if self.target_dtype == torch.int8 and cpu_kernels.quantize_int8_per_token_runs(x):
+            return cpu_kernels.quantize_int8_per_token(x, self.mapping_type == MappingType.SYMMETRIC)
         block = (1,) * (x.dim() - 1) + (x.shape[-1],)
         scale, zero_point = choose_qparams_affine(
             x, self.mapping_type, block, self.target_dtype, self.quant_min, self.quant_max,
