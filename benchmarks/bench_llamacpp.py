@@ -1,7 +1,7 @@
 """llama.cpp against torchao on the same random-weight Llama, in one process run: decode and prefill tokens/s,
 the weight bytes read per second, and the machine's read bandwidth measured in the same run.
 
-    pip install -e '.[llama_cpp]'      # builds llama.cpp from source (about 10 minutes on 2 cores)
+    pip install -e '.[llama-cpp]'      # builds llama.cpp from source (about 10 minutes on 2 cores)
     python benchmarks/bench_llamacpp.py [--shape 1b|small] [--threads 2] [--tokens 64] [--prefill 128 512]
 
 The model is benchmarks/llama.py's Llama with seeded random weights (--shape 1b: TinyLlama-1.1B's shape).

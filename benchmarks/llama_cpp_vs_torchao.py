@@ -1,6 +1,6 @@
 """llama.cpp on our GGUF against torchao on the same weights: perplexity and greedy decode speed.
 
-    pip install -e '.[llama_cpp]'      # builds llama.cpp from source (about 10 minutes on 2 cores)
+    pip install -e '.[llama-cpp]'      # builds llama.cpp from source (about 10 minutes on 2 cores)
     python benchmarks/llama_cpp_vs_torchao.py [--model DIR] [--threads 2] [--tokens 64] [--windows 8]
 
 The model's block Linear layers are quantized to GGUF's Q4_0 (Q4_0Config: blocks of 32, float16 scales),
