@@ -1,5 +1,6 @@
-// What the AMX kernels share: whether this process may use AMX-BF16, the tile configuration, the bfloat16 tile
-// dot products over a run of k-steps, and a 16 x 16 transpose of 32-bit lanes.
+// What the AMX kernels share: whether this process may use AMX-BF16, the tile configuration, the layout of an
+// operand's tiles, the bfloat16 tile dot products over a run of k-steps, the parallel loop over tasks of output
+// channels, 16-lane output stores and a 16 x 16 transpose of 32-bit lanes.
 //
 // AMX (Intel Sapphire Rapids and later) multiplies 16 x 32 bfloat16 tiles into 16 x 16 float32 tiles:
 // C[i][j] += sum_p A[i][2p] B[p][2j] + A[i][2p + 1] B[p][2j + 1], with A row-major (16 rows of 64 bytes) and B in
@@ -119,6 +120,22 @@ TORCHAO_AVX512 inline void store16(at::BFloat16* at, __mmask16 valid, __m512 v) 
 }
 TORCHAO_AVX512 inline void store16(at::Half* at, __mmask16 valid, __m512 v) {
   _mm256_mask_storeu_epi16(at, valid, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+// run_unit(n0, weights, acc) for n0 = 0, unit, 2 unit, ... < n, in parallel: each task configures the tiles,
+// runs its units with scratch for the unpacked weights and the float32 tiles (kept per thread up to kKeptBytes),
+// and releases the tiles
+template <typename RunUnit>
+void for_each_unit(int64_t n, int64_t unit, const RunUnit& run_unit) {
+  at::parallel_for(0, (n + unit - 1) / unit, 1, [&](int64_t begin, int64_t end) {
+    thread_local AlignedBuffer<uint16_t> weights;
+    thread_local AlignedBuffer<float> acc;
+    configure_tiles();
+    for (int64_t u = begin; u < end; ++u) run_unit(u * unit, weights, acc);
+    release_tiles();
+    weights.shrink_to(kKeptBytes);
+    acc.shrink_to(kKeptBytes);
+  });
 }
 
 // f(typed pointer) for an (M, N) float32 / bfloat16 / float16 output tensor

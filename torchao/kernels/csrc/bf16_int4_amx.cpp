@@ -175,14 +175,8 @@ void int4_weight_gemm_amx(const Int4AmxActivations& x, const uint8_t* packed, co
   with_output(out, "int4_weight_gemm_amx", [&](auto* typed) {
     const Problem<std::remove_pointer_t<decltype(typed)>> p{
         x_tiles, {packed, sz, x.k, n, group, sz_width}, x.row_scale, typed, x.m, unit};
-    at::parallel_for(0, (n + unit - 1) / unit, 1, [&](int64_t begin, int64_t end) {
-      thread_local AlignedBuffer<uint16_t> weights;
-      thread_local AlignedBuffer<float> acc;
-      configure_tiles();
-      for (int64_t u = begin; u < end; ++u) run_unit(p, u * unit, weights, acc);
-      release_tiles();
-      weights.shrink_to(kKeptBytes);
-      acc.shrink_to(kKeptBytes);
+    for_each_unit(n, unit, [&](int64_t n0, AlignedBuffer<uint16_t>& weights, AlignedBuffer<float>& acc) {
+      run_unit(p, n0, weights, acc);
     });
   });
   x_buffer.shrink_to(kKeptBytes);

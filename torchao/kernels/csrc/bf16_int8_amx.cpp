@@ -148,14 +148,8 @@ void int8_weight_gemm_amx(const uint16_t* x, const int8_t* w, const float* s, at
   const int64_t unit = channels_per_task(n, 2 * kTileRows, kMaxUnitN);
   with_output(out, "int8_weight_gemm_amx", [&](auto* typed) {
     const Problem<std::remove_pointer_t<decltype(typed)>> p{x_tiles, w, s, typed, m, k, n, unit};
-    at::parallel_for(0, (n + unit - 1) / unit, 1, [&](int64_t begin, int64_t end) {
-      thread_local AlignedBuffer<uint16_t> weights;
-      thread_local AlignedBuffer<float> acc;
-      configure_tiles();
-      for (int64_t u = begin; u < end; ++u) run_unit(p, u * unit, weights, acc);
-      release_tiles();
-      weights.shrink_to(kKeptBytes);
-      acc.shrink_to(kKeptBytes);
+    for_each_unit(n, unit, [&](int64_t n0, AlignedBuffer<uint16_t>& weights, AlignedBuffer<float>& acc) {
+      run_unit(p, n0, weights, acc);
     });
   });
   paired.shrink_to(kKeptBytes);
