@@ -12,13 +12,21 @@ the C++ wrapper, and max-autotune for the quantized models; one graph per config
 dynamo's recompile limit raises instead of silently running eager). Prefill: one forward of --prefill tokens.
 GB/s: weight bytes read per decode step (embeddings excluded; of torchao's CPU int4 layout the packed weights
 and kernel scales, not the original qparams it keeps for exact unpacking) x steps/s; "of bw": against the read bandwidth
-of a 1 GiB ``torch.sum`` measured in this run. Both use --threads threads.
+of a 1 GiB ``torch.sum`` measured in this run. Both use --threads threads. Each row prints (with the process's
+resident memory) as soon as it is measured, the table at the end; each config's compiled graphs and frozen
+weights are dropped before the next.
+
+On CPUs with AMX, llama-cpp-python 0.3.36's native build crashes in ``ggml_backend_amx_mul_mat``; build it
+with the AVX-512 kernels and without AMX instead:
+CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX2=ON
+-DGGML_FMA=ON -DGGML_F16C=ON" pip install --force-reinstall --no-deps --no-cache-dir llama-cpp-python==0.3.36
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import sys
 import tempfile
 import time
@@ -176,6 +184,30 @@ def run_torchao(base: Llama, config, prompt: torch.Tensor, tokens: int, prefill:
     return result
 
 
+def release_compiled_graphs() -> None:
+    """Drop dynamo's graphs and Inductor's loaded modules (with freezing they hold each config's weights as
+    constants), so one config's memory is free before the next compiles."""
+    from torch._inductor.codecache import PyCodeCache
+
+    torch._dynamo.reset()
+    PyCodeCache.cache_clear(purge=True)
+    gc.collect()
+
+
+def resident_gb() -> float:
+    """This process's resident memory, GB (Linux)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096 / 1e9
+
+
+def table_row(name: str, nbytes: int, decode: float, batched, prefill: dict, bandwidth: float, batch: int) -> str:
+    gbs = nbytes * decode / 1e9
+    batched_cell = "-" if batched is None else f"{batched:.1f} ({batched / decode:.1f}x)"
+    cells = " | ".join(f"{rate:.0f}" for rate in prefill.values())
+    return (f"| {name} | {nbytes / 2**20:.0f} | {decode:.1f} | {gbs:.1f} | {gbs / bandwidth:.0%} | {batched_cell} | "
+            f"{cells} |")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", default="1b", choices=sorted(SHAPES))
@@ -196,33 +228,33 @@ def main(argv=None) -> int:
     base = random_llama(args.shape)
     prompt = torch.randint(1, base.args.vocab_size, (1, PROMPT), generator=torch.Generator().manual_seed(1))
     rows = []
+
+    def measured(*row) -> None:
+        rows.append(table_row(*row, bandwidth, args.batch))
+        print(f"  {rows[-1]}  (resident {resident_gb():.1f} GB)", file=sys.stderr, flush=True)
+
     if "llama.cpp" in args.engines:
         hf = as_transformers(base)
         for kind, config in llama_cpp_formats().items():
             with tempfile.TemporaryDirectory() as tmp:
                 path = write_gguf(hf, config, Path(tmp))
                 result = run_llama_cpp(path, prompt[0].tolist(), args.tokens, args.prefill, args.threads)
-                rows.append((f"llama.cpp {kind}", gguf_weight_bytes(path), result["decode"], None, result["prefill"]))
-            print(f"  measured llama.cpp {kind}", file=sys.stderr, flush=True)
+                measured(f"llama.cpp {kind}", gguf_weight_bytes(path), result["decode"], None, result["prefill"])
         del hf
     if "torchao" in args.engines:
         for name, config in torchao_configs().items():
             if name not in args.configs:
                 continue
             r = run_torchao(base, config, prompt, args.tokens, args.prefill, args.batch)
-            rows.append((f"torchao {name}", r["weight_bytes"], r["decode_1"], r[f"decode_{args.batch}"], r["prefill"]))
-            print(f"  measured torchao {name}", file=sys.stderr, flush=True)
+            measured(f"torchao {name}", r["weight_bytes"], r["decode_1"], r[f"decode_{args.batch}"], r["prefill"])
+            release_compiled_graphs()
     print(f"\n{args.shape} Llama shape, random weights, {args.threads} threads, torch {torch.__version__}; "
           f"{args.tokens} greedy tokens after a {PROMPT}-token prompt; read bandwidth (1 GiB torch.sum) "
           f"{bandwidth:.1f} GB/s\n")
     prefill_cols = " | ".join(f"prefill {n} tok/s" for n in args.prefill)
     print(f"| engine, format | weights MB | decode tok/s | GB/s | of bw | batch {args.batch} tok/s | {prefill_cols} |")
     print("|---|---:|---:|---:|---:|---:|" + "---:|" * len(args.prefill))
-    for name, nbytes, decode, batched, prefill in rows:
-        gbs = nbytes * decode / 1e9
-        batch = "-" if batched is None else f"{batched:.1f} ({batched / decode:.1f}x)"
-        cells = " | ".join(f"{prefill[n]:.0f}" for n in args.prefill)
-        print(f"| {name} | {nbytes / 2**20:.0f} | {decode:.1f} | {gbs:.1f} | {gbs / bandwidth:.0%} | {batch} | {cells} |")
+    print("\n".join(rows))
     return 0
 
 

@@ -37,11 +37,11 @@ def random_int4_weight(n, k, group, seed):
     return cpu_kernels.int4_cpu_pack(q), torch.stack([scales, zeros], -1), dequantized
 
 
-def kernel_weight(weight: torch.Tensor, m: int, amx_min_rows: int = cpu_kernels.AMX_MIN_ROWS_INT4) -> torch.Tensor:
-    """The float64 weight an int4 kernel multiplies for ``m`` rows: exact, or rounded to bf16 where its AMX path
-    runs (AMX CPUs, from ``amx_min_rows`` rows: AMX_MIN_ROWS_INT4 weight-only, AMX_MIN_ROWS_INT8_INT4 8da4w)."""
-    amx = cpu_kernels.CPU_HAS_AMX_BF16 and m >= amx_min_rows
-    return weight.to(torch.bfloat16).double() if amx else weight
+def kernel_weight(weight: torch.Tensor, m: int) -> torch.Tensor:
+    """The float64 weight an int4 kernel (weight-only or 8da4w) multiplies for ``m`` rows and a group of a multiple
+    of 32: exact, or rounded to bf16 where the dequantizing AMX kernel runs (AMX CPUs, more than AMX_FEW_ROWS)."""
+    dequantizing = cpu_kernels.CPU_HAS_AMX_BF16 and m > cpu_kernels.AMX_FEW_ROWS
+    return weight.to(torch.bfloat16).double() if dequantizing else weight
 
 
 def temporary_directory(test: TestCase) -> str:
@@ -75,7 +75,7 @@ class TestInt8DynamicInt4Kernel(TestCase):
 
     def test_against_float64_reference(self):
         """Integer dot products per group are exact; the float epilogue adds fp32 rounding only (< 1e-5). On AMX
-        CPUs from AMX_MIN_ROWS_INT8_INT4 rows: the same against the weight rounded to bf16."""
+        CPUs from more than AMX_FEW_ROWS rows: the same against the weight rounded to bf16."""
         for n, k, group in SHAPES:
             packed, scales_and_zeros, weight = random_int4_weight(n, k, group, seed=n + k)
             for m in ROWS:
@@ -86,7 +86,7 @@ class TestInt8DynamicInt4Kernel(TestCase):
                         out = cpu_kernels.int8_dynamic_int4_mm(q, scale, zero, packed, group, scales_and_zeros,
                                                                torch.float32)
                         zero64 = 0 if zero is None else zero.double()[:, None]
-                        rounded = kernel_weight(weight, m, cpu_kernels.AMX_MIN_ROWS_INT8_INT4)
+                        rounded = kernel_weight(weight, m)
                         reference = (scale.double()[:, None] * (q.double() - zero64)) @ rounded.t()
                         self.assertEqual(out.shape, (m, n))
                         self.assertLess(relative(out, reference), 1e-5)
@@ -366,7 +366,7 @@ class TestWeightOnlyManyRows(TestCase):
     def test_amx_and_avx512_paths_agree(self):
         """TORCHAO_CPU_NO_AMX=1 (read once per process) runs the AVX-512 kernels for every M: int8 gives the same
         floats up to the order of float32 sums, int4 (weight-only and 8da4w) up to the AMX path's bf16 rounding of
-        the weight."""
+        the weight from more than AMX_FEW_ROWS rows, up to the order of float32 sums below."""
         script = textwrap.dedent("""
             import sys, torch
             sys.path.insert(0, %r)
@@ -382,7 +382,10 @@ class TestWeightOnlyManyRows(TestCase):
             zero = torch.randint(-9, 9, (40,), dtype=torch.int32, generator=g)
             out84 = torchao.kernels.cpu.int8_dynamic_int4_mm(q, torch.rand(40, generator=g) + 0.1, zero, packed, 64, sz,
                                                              torch.float32)
-            torch.save((out8, out4, out84), sys.argv[1])
+            few4 = torch.ops.torchao.int4_weight_only_gemv_cpu(x[:5], packed, 64, sz)
+            few84 = torchao.kernels.cpu.int8_dynamic_int4_mm(q[:5], torch.rand(5, generator=g) + 0.1, zero[:5], packed,
+                                                             64, sz, torch.float32)
+            torch.save((out8, out4, out84, few4, few84), sys.argv[1])
         """) % os.path.dirname(os.path.abspath(__file__))
         outputs = []
         for no_amx in (False, True):
@@ -395,6 +398,9 @@ class TestWeightOnlyManyRows(TestCase):
         self.assertLess(relative(outputs[1][0], outputs[0][0]), 1e-6)
         self.assertLess(relative(outputs[1][1], outputs[0][1]), 2 ** -7)
         self.assertLess(relative(outputs[1][2], outputs[0][2]), 2 ** -7)
+        # up to AMX_FEW_ROWS rows the AMX kernel keeps the weight's integers exact, as the AVX-512 ones do
+        self.assertLess(relative(outputs[1][3], outputs[0][3]), 1e-5)
+        self.assertLess(relative(outputs[1][4], outputs[0][4]), 1e-5)
 
 
 class TestPerTokenQuantize(TestCase):

@@ -310,8 +310,9 @@ INT4_PACKING_IS_BLOCKED_BY_64 = _probe_int4_packing_is_blocked_by_64()
 CPU_HAS_AVX512_BF16 = _probe_cpu_has_avx512_bf16()
 CPU_HAS_AMX_BF16 = _probe_cpu_has_amx_bf16()
 #: the C++ ops run their AMX kernels from this many rows (kAmxMinRows*, csrc/amx_weight_gemm.h): float x int8 and
-#: float x int4 weight-only, int8 x int4 (8da4w; there with the weight rounded to bf16)
-AMX_MIN_ROWS_INT8, AMX_MIN_ROWS_INT4, AMX_MIN_ROWS_INT8_INT4 = 3, 4, 6
+#: float x int4 weight-only, int8 x int4 (8da4w); the int4 ones up to AMX_FEW_ROWS rows with the weight's integers
+#: exact (csrc/int4_amx_few_rows.cpp), from there on with the weight rounded to bf16 (csrc/bf16_int4_amx.cpp)
+AMX_MIN_ROWS_INT8, AMX_MIN_ROWS_INT4, AMX_MIN_ROWS_INT8_INT4, AMX_FEW_ROWS = 3, 2, 4, 8
 
 
 #: any number of rows, symbolic included
@@ -462,9 +463,10 @@ def int4_weight_only_mm(
     group_size in INT4_CPU_GROUP_SIZES. Returns (M, N) in x.dtype.
 
     Where ``_bf16_int4_gemv_runs`` says so, our C++ kernel (csrc/bf16_int4_gemv.cpp) runs it: bf16 activations
-    as with aten's kernel, float32 sums, ~2x faster; on AMX CPUs from AMX_MIN_ROWS_INT4 rows on AMX tiles
-    (csrc/bf16_int4_amx.cpp: the weight dequantized to bf16 as ``int4_cpu_dequantize`` rounds it, exact products,
-    float32 sums); else the aten kernel. As for int8_weight_only_mm, the C++ op is called directly where the
+    as with aten's kernel, float32 sums, ~2x faster; on AMX CPUs from AMX_MIN_ROWS_INT4 rows on AMX tiles (up
+    to AMX_FEW_ROWS rows csrc/int4_amx_few_rows.cpp, the same numerics; from there on csrc/bf16_int4_amx.cpp: the
+    weight dequantized to bf16 as ``int4_cpu_dequantize`` rounds it, exact products, float32 sums); else the aten
+    kernel. As for int8_weight_only_mm, the C++ op is called directly where the
     choice is known when tracing, else torchao::int4_weight_only_mm_cpu chooses at run time.
     """
     if _bf16_int4_gemv_runs(x, packed.shape[0], scales_and_zeros.dtype) and _inference(x):

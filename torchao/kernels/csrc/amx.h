@@ -84,8 +84,9 @@ inline bool use_amx_bf16() {
 #define TORCHAO_AMX __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,amx-tile,amx-bf16")))
 #define TORCHAO_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 
-// All 8 tiles as 16 rows x 64 bytes, for this thread (call before the tile instructions of a task)
-TORCHAO_AMX inline void configure_tiles() {
+// All 8 tiles as 64 bytes a row, 16 rows (tiles 0-2, the C and A tiles of tile_dots_1x2: ``first_rows``), for this
+// thread (call before the tile instructions of a task)
+TORCHAO_AMX inline void configure_tiles(int first_rows = 16) {
   struct alignas(64) Config {
     uint8_t palette, start_row, reserved[14];
     uint16_t bytes_per_row[16];
@@ -95,7 +96,7 @@ TORCHAO_AMX inline void configure_tiles() {
   config.palette = 1;
   for (int t = 0; t < 8; ++t) {
     config.bytes_per_row[t] = 64;
-    config.rows[t] = 16;
+    config.rows[t] = t < 3 ? first_rows : 16;
   }
   // gcc's ldtilecfg intrinsic tells the compiler it reads 8 bytes only: without this barrier the stores above
   // are dropped

@@ -25,28 +25,7 @@ namespace {
 constexpr int64_t kMaxUnitN = 256;  // output channels per task, at most
 
 // x rows as A tiles (OperandTiles of x): tile (b, step) row r = x[16 b + r, 32 step .. + 32) in bfloat16, zero
-// past M (K is a multiple of 32). x is float32 / bfloat16 (rounded to bfloat16), or int8 with a zero point per row
-// (xq - zx, an integer of at most 255 in magnitude: exact in bfloat16).
-TORCHAO_AVX512 inline __m512i bf16_row(const Int4AmxActivations& x, int64_t row, int64_t t) {
-  const int64_t at = row * x.k + t;
-  switch (x.dtype) {
-    case at::kBFloat16: return _mm512_loadu_si512(static_cast<const uint16_t*>(x.data) + at);
-    case at::kFloat: {
-      const float* f = static_cast<const float*>(x.data) + at;
-      return (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(f + 16), _mm512_loadu_ps(f));
-    }
-    default: {
-      const int8_t* q = static_cast<const int8_t*>(x.data) + at;
-      const __m512i zero = _mm512_set1_epi32(x.zero != nullptr ? x.zero[row] : 0);
-      const auto widen = [&](const int8_t* bytes) TORCHAO_AVX512 {
-        const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes));
-        return _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepi8_epi32(b), zero));
-      };
-      return (__m512i)_mm512_cvtne2ps_pbh(widen(q + 16), widen(q));
-    }
-  }
-}
-
+// past M
 TORCHAO_AVX512 void copy_block(const Int4AmxActivations& x, int64_t block, const OperandTiles& tiles) {
   for (int64_t step = 0; step < tiles.steps; ++step) {
     char* tile = tiles.tile(block, step);

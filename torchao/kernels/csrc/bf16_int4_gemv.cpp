@@ -157,14 +157,10 @@ at::Tensor int4_weight_only_gemv(const at::Tensor& x, const at::Tensor& packed, 
               "N, 1) expected, got ", sz.sizes(), " ", sz.scalar_type());
   const auto pc = packed.contiguous();
   const auto sc = sz.contiguous();
-  if (m >= torchao_cpp::kAmxMinRowsInt4 && k % torchao_cpp::kTileK == 0 && torchao_cpp::use_amx_bf16()) {
-    const auto xc = x.contiguous();
-    at::Tensor out = at::empty({m, n}, x.options());
-    torchao_cpp::int4_weight_gemm_amx({xc.data_ptr(), x.scalar_type(), nullptr, nullptr, m, k}, pc.data_ptr<uint8_t>(),
-                                      reinterpret_cast<const uint16_t*>(sc.data_ptr<at::BFloat16>()), group_size,
-                                      sz.size(2), out);
-    return out;
-  }
+  const auto xc = x.contiguous();
+  if (auto out = torchao_cpp::int4_matmul_amx({xc.data_ptr(), x.scalar_type(), nullptr, nullptr, m, k}, pc, sc,
+                                              group_size, torchao_cpp::kAmxMinRowsInt4, x.options()))
+    return *out;
   const std::vector<at::BFloat16> xb = torchao_cpp::to_bfloat16(x);
   const int64_t groups = k / group_size;
   std::vector<float> xsum(m * groups, 0.f);

@@ -268,14 +268,10 @@ at::Tensor int8_dynamic_int4_mm(const at::Tensor& xq, const at::Tensor& x_scale,
   const auto xc = xq.contiguous();
   const auto pc = packed.contiguous();
   const auto sc = sz.contiguous();
-  if (m >= torchao_cpp::kAmxMinRowsInt8Int4 && k % torchao_cpp::kTileK == 0 && torchao_cpp::use_amx_bf16()) {
-    at::Tensor out = at::empty({m, n}, xq.options().dtype(out_dtype));
-    torchao_cpp::int4_weight_gemm_amx(
-        {xc.data_ptr(), at::kChar, zx.defined() ? zx.data_ptr<int32_t>() : nullptr, a.data_ptr<float>(), m, k},
-        pc.data_ptr<uint8_t>(), reinterpret_cast<const uint16_t*>(sc.data_ptr<at::BFloat16>()), group_size,
-        sz.size(2), out);
-    return out;
-  }
+  if (auto out = torchao_cpp::int4_matmul_amx(
+          {xc.data_ptr(), at::kChar, zx.defined() ? zx.data_ptr<int32_t>() : nullptr, a.data_ptr<float>(), m, k}, pc,
+          sc, group_size, torchao_cpp::kAmxMinRowsInt8Int4, xq.options().dtype(out_dtype)))
+    return *out;
   const std::vector<int32_t> xsum = torchao_cpp::group_sums(xc.data_ptr<int8_t>(), m, k, group_size);
   const std::vector<int32_t> no_zero(zx.defined() ? 0 : m, 0);
   torchao_cpp::FloatOutput out(m, n, out_dtype, xq.options());
