@@ -72,11 +72,15 @@ TORCHAO_AVX512 void dequantize_weights(const Weights& w, int64_t n0, int64_t row
         const int64_t t = t0 + 2 * p;
         if (t / w.group != group) {
           group = t / w.group;
-          for (int c = 0; c < 4; ++c) load_group_scales(w.sz, w.sz_width, w.n, group, first + 16 * c, scale[c], zero[c]);
+          for (int c = 0; c < 4; ++c)
+            load_group_scales(w.sz, w.sz_width, w.n, group, first + 16 * c, scale[c], zero[c]);
         }
         for (int half = 0; half < 2; ++half) {  // bytes 0-15: channels 0-15 and 32-47; bytes 16-31: 16-31, 48-63
-          const __m512i even = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(data + t * 32 + 16 * half)));
-          const __m512i odd = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(data + (t + 1) * 32 + 16 * half)));
+          const auto bytes16 = [&](int64_t row) {
+            return _mm_loadu_si128(reinterpret_cast<const __m128i*>(data + row * 32 + 16 * half));
+          };
+          const __m512i even = _mm512_cvtepu8_epi32(bytes16(t));
+          const __m512i odd = _mm512_cvtepu8_epi32(bytes16(t + 1));
           for (int nibble = 0; nibble < 2; ++nibble) {
             const int c = half + 2 * nibble;  // 16-channel block within the 64
             const __m512i e = nibble ? _mm512_srli_epi32(even, 4) : even, o = nibble ? _mm512_srli_epi32(odd, 4) : odd;
@@ -114,7 +118,8 @@ TORCHAO_AVX512 void write_rows(const Problem<T>& p, const float* acc, int64_t c_
 
 // output channels [n0, n0 + unit) for all rows
 template <typename T>
-TORCHAO_AMX void run_unit(const Problem<T>& p, int64_t n0, AlignedBuffer<uint16_t>& weights, AlignedBuffer<float>& acc) {
+TORCHAO_AMX void run_unit(const Problem<T>& p, int64_t n0, AlignedBuffer<uint16_t>& weights,
+                          AlignedBuffer<float>& acc) {
   const int64_t rows = std::min(p.unit, p.w.n - n0), c_blocks = rows / kTileRows;
   const int64_t m_blocks = p.x.blocks, k_steps = p.x.steps;
   weights.reserve(c_blocks * kChunkSteps * 512);

@@ -127,7 +127,8 @@ AVX512_BF16 void rows_avx512(const Problem& p, int64_t block, int64_t i) {
 }
 
 void block_avx512(const Problem& p, int64_t block) {
-  torchao_cpp::for_each_tile<kRows>(p.m, [&](auto rows, int64_t i) { rows_avx512<decltype(rows)::value>(p, block, i); });
+  torchao_cpp::for_each_tile<kRows>(p.m,
+                                    [&](auto rows, int64_t i) { rows_avx512<decltype(rows)::value>(p, block, i); });
 }
 #endif
 

@@ -60,7 +60,8 @@ TORCHAO_AVX512 void widen_weights(const int8_t* w, int64_t k, int64_t rows, int6
     }
     const int8_t* row = w + r * k + t0;
     if (r + 4 < rows)
-      for (int64_t b = 0; b < steps * kTileK; b += 64) _mm_prefetch(reinterpret_cast<const char*>(row + 4 * k + b), _MM_HINT_T0);
+      for (int64_t b = 0; b < steps * kTileK; b += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(row + 4 * k + b), _MM_HINT_T0);
     for (int64_t s = 0; s < steps; ++s) {
       const int64_t left = k - t0 - s * kTileK;
       const int8_t* at = row + s * kTileK;
@@ -107,7 +108,8 @@ struct Problem {
 
 // output channels [n0, n0 + rows) for all rows
 template <typename T>
-TORCHAO_AMX void run_unit(const Problem<T>& p, int64_t n0, AlignedBuffer<uint16_t>& weights, AlignedBuffer<float>& acc) {
+TORCHAO_AMX void run_unit(const Problem<T>& p, int64_t n0, AlignedBuffer<uint16_t>& weights,
+                          AlignedBuffer<float>& acc) {
   const int64_t rows = std::min(p.unit, p.n - n0), padded_rows = round_up(rows, 2 * kTileRows);
   const int64_t padded_m = round_up(p.m, kTileRows), m_blocks = padded_m / kTileRows;
   const int64_t k_steps = round_up(p.k, kTileK) / kTileK;

@@ -27,7 +27,9 @@ inline std::vector<float> to_float(const at::Tensor& t) {
   std::vector<float> values(count);
   switch (c.scalar_type()) {
     case at::kFloat: std::copy(c.data_ptr<float>(), c.data_ptr<float>() + count, values.begin()); break;
-    case at::kBFloat16: std::copy(c.data_ptr<at::BFloat16>(), c.data_ptr<at::BFloat16>() + count, values.begin()); break;
+    case at::kBFloat16:
+      std::copy(c.data_ptr<at::BFloat16>(), c.data_ptr<at::BFloat16>() + count, values.begin());
+      break;
     case at::kHalf: std::copy(c.data_ptr<at::Half>(), c.data_ptr<at::Half>() + count, values.begin()); break;
     default: TORCH_CHECK(false, "torchao CPU kernels: float32, bfloat16 or float16 activations expected, got ",
                          c.scalar_type());
@@ -90,7 +92,9 @@ inline std::vector<int32_t> group_sums(const int8_t* x, int64_t m, int64_t k, in
 }
 
 // How many weight rows of ``row_bytes`` a parallel task takes: tasks streaming at least ~64 KB of weights each
-inline int64_t rows_per_task(int64_t row_bytes) { return std::max<int64_t>(1, 65536 / std::max<int64_t>(row_bytes, 1)); }
+inline int64_t rows_per_task(int64_t row_bytes) {
+  return std::max<int64_t>(1, 65536 / std::max<int64_t>(row_bytes, 1));
+}
 
 // values[0, count) rounded to nearest even into bfloat16 / float16 (as static_cast does), 16 at a time where the
 // CPU can

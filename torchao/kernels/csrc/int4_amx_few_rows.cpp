@@ -59,7 +59,8 @@ TORCHAO_AVX512 void unpack_group(const uint8_t* block_data, int64_t half, int64_
     const __m128i even = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block_data + t * 32 + 16 * half));
     const __m128i odd = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block_data + (t + 1) * 32 + 16 * half));
     // 16-bit lane 2j = channel j's byte at k, lane 2j + 1 at k + 1
-    const __m512i bytes = _mm512_cvtepu8_epi16(_mm256_set_m128i(_mm_unpackhi_epi8(even, odd), _mm_unpacklo_epi8(even, odd)));
+    const __m256i interleaved = _mm256_set_m128i(_mm_unpackhi_epi8(even, odd), _mm_unpacklo_epi8(even, odd));
+    const __m512i bytes = _mm512_cvtepu8_epi16(interleaved);
     // (a & b) | c = 0xEA
     _mm512_storeu_si512(lo + p * 32, _mm512_ternarylogic_epi32(bytes, nibble, exponent, 0xEA));
     _mm512_storeu_si512(hi + p * 32, _mm512_ternarylogic_epi32(_mm512_srli_epi16(bytes, 4), nibble, exponent, 0xEA));
@@ -96,8 +97,9 @@ TORCHAO_AMX void half_block(const Problem& p, int64_t block, int64_t half, uint1
     z_hi = _mm512_fmadd_ps(offset, s_hi, z_hi);
     for (int r = 0; r < R; ++r) {
       const __m512 x = _mm512_set1_ps(p.xsum[r * groups + g]);
-      total_lo[r] = _mm512_fmadd_ps(s_lo, _mm512_loadu_ps(c_tiles + r * 16), _mm512_fmadd_ps(z_lo, x, total_lo[r]));
-      total_hi[r] = _mm512_fmadd_ps(s_hi, _mm512_loadu_ps(c_tiles + 256 + r * 16), _mm512_fmadd_ps(z_hi, x, total_hi[r]));
+      const __m512 c_lo = _mm512_loadu_ps(c_tiles + r * 16), c_hi = _mm512_loadu_ps(c_tiles + 256 + r * 16);
+      total_lo[r] = _mm512_fmadd_ps(s_lo, c_lo, _mm512_fmadd_ps(z_lo, x, total_lo[r]));
+      total_hi[r] = _mm512_fmadd_ps(s_hi, c_hi, _mm512_fmadd_ps(z_hi, x, total_hi[r]));
     }
   }
   for (int r = 0; r < R; ++r) {
@@ -134,7 +136,8 @@ void run_rows(const Problem& p, T* out) {
 void int4_few_rows_amx(const Int4AmxActivations& x, const uint8_t* packed, const uint16_t* sz, int64_t group,
                        int64_t sz_width, at::Tensor& out) {
   TORCH_CHECK(x.m >= 1 && x.m <= kAmxFewRows && group % kTileK == 0 && x.k % group == 0,
-              "int4_few_rows_amx: 1 to ", kAmxFewRows, " rows and a group of a multiple of 32 dividing K expected, got ",
+              "int4_few_rows_amx: 1 to ", kAmxFewRows,
+              " rows and a group of a multiple of 32 dividing K expected, got ",
               x.m, " rows, group ", group, ", K = ", x.k);
   thread_local AlignedBuffer<uint16_t> tiles;
   thread_local AlignedBuffer<float> xsum;

@@ -127,7 +127,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> quantize_int8_per_token(const at:
   std::vector<int64_t> row_shape(x.sizes().begin(), x.sizes().end() - 1);
   at::Tensor q = at::empty(x.sizes(), x.options().dtype(at::kChar));
   at::Tensor scale = at::empty(row_shape, x.options().dtype(at::kFloat));
-  at::Tensor zero = symmetric ? at::empty({0}, x.options().dtype(at::kInt)) : at::empty(row_shape, x.options().dtype(at::kInt));
+  const auto int_options = x.options().dtype(at::kInt);
+  at::Tensor zero = symmetric ? at::empty({0}, int_options) : at::empty(row_shape, int_options);
   switch (x.scalar_type()) {
     case at::kFloat: quantize_rows<float>(xc, k, symmetric, q, scale, zero); break;
     case at::kBFloat16: quantize_rows<at::BFloat16>(xc, k, symmetric, q, scale, zero); break;
