@@ -77,7 +77,6 @@ template <int R>
 AVX512_BF16 void rows_avx512(const Problem& p, int64_t block, int64_t i) {
   const uint8_t* data = p.packed + block * kBlockN * (p.k / 2);
   const int64_t groups = p.k / p.group;
-  const __m512i nibble = _mm512_set1_epi16(0x000F), exponent = _mm512_set1_epi16(0x4300);
   __m512 total[R][4];
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < 4; ++c) total[r][c] = _mm512_setzero_ps();
@@ -94,9 +93,8 @@ AVX512_BF16 void rows_avx512(const Problem& p, int64_t block, int64_t i) {
                                 _mm512_cvtepu8_epi16(_mm256_unpackhi_epi8(r0, r1))};
       __m512bh q[4];
       for (int h = 0; h < 2; ++h) {
-        // (a & b) | c = 0xEA
-        q[h] = (__m512bh)_mm512_ternarylogic_epi32(lanes[h], nibble, exponent, 0xEA);
-        q[h + 2] = (__m512bh)_mm512_ternarylogic_epi32(_mm512_srli_epi16(lanes[h], 4), nibble, exponent, 0xEA);
+        q[h] = (__m512bh)torchao_cpp::nibbles_as_bf16(lanes[h], false);
+        q[h + 2] = (__m512bh)torchao_cpp::nibbles_as_bf16(lanes[h], true);
       }
       for (int r = 0; r < R; ++r) {
         int32_t two;

@@ -1,13 +1,13 @@
-// Activations x int4 weights on AMX for few rows (2..8: batched decode), for aten's AVX-512 int4 packing, with
-// the weight's integers exact (the dequantizing kernel of bf16_int4_amx.cpp spends most of its time unpacking
-// at these sizes).
+// Activations x int4 weights on AMX for few rows (up to kAmxFewRows: batched decode), for aten's AVX-512 int4
+// packing, with the weight's integers exact (the dequantizing kernel of bf16_int4_amx.cpp spends most of its time
+// unpacking at these sizes).
 //
 //   x     (M, K): float32 / bfloat16 rounded to bfloat16, or int8 xq - zx (exact in bfloat16), scale a per row
 //   out[m, n] = a[m] * sum_g [ s C + (z - 136 s) X ],  over the group's k: C = sum x (128 + q), X = sum x
-// B tiles hold the bfloat16 number 128 + q (bits 0x4300 | q: one bit operation per nibble, as in
-// bf16_int4_gemv.cpp); each group's tile sums C are scaled in float32. For int8 activations C and X are exact
-// integers (|xq - zx| <= 255, 128 + q <= 143, G <= 256: below 2^24), so the result is the exact integer dot
-// product up to the float32 epilogue, as in the VNNI kernel.
+// B tiles hold the bfloat16 number 128 + q (nibbles_as_bf16, as in bf16_int4_gemv.cpp); each group's tile sums C
+// are scaled in float32. For int8 activations C and X are exact integers (|xq - zx| <= 255, 128 + q <= 143,
+// G <= 256: below 2^24), so the result is the exact integer dot product up to the float32 epilogue, as in the VNNI
+// kernel.
 // A and C tiles are M rows (one tile of rows), B tiles the 16 pair rows of one 32-k step; per 64-channel block
 // of the packing, 16 bytes per k serve two 16-channel blocks (low and high nibbles), multiplied together.
 
@@ -53,7 +53,6 @@ TORCHAO_AVX512 void prepare_rows(const Int4AmxActivations& x, int64_t group, uin
 // block: low nibbles (channels 16 h ..) into lo, high nibbles (channels 32 + 16 h ..) into hi; tile s at + s * 512
 TORCHAO_AVX512 void unpack_group(const uint8_t* block_data, int64_t half, int64_t t0, int64_t steps, uint16_t* lo,
                                  uint16_t* hi) {
-  const __m512i nibble = _mm512_set1_epi16(0x000F), exponent = _mm512_set1_epi16(0x4300);
   for (int64_t p = 0; p < steps * 16; ++p) {
     const int64_t t = t0 + 2 * p;
     const __m128i even = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block_data + t * 32 + 16 * half));
@@ -61,9 +60,8 @@ TORCHAO_AVX512 void unpack_group(const uint8_t* block_data, int64_t half, int64_
     // 16-bit lane 2j = channel j's byte at k, lane 2j + 1 at k + 1
     const __m256i interleaved = _mm256_set_m128i(_mm_unpackhi_epi8(even, odd), _mm_unpacklo_epi8(even, odd));
     const __m512i bytes = _mm512_cvtepu8_epi16(interleaved);
-    // (a & b) | c = 0xEA
-    _mm512_storeu_si512(lo + p * 32, _mm512_ternarylogic_epi32(bytes, nibble, exponent, 0xEA));
-    _mm512_storeu_si512(hi + p * 32, _mm512_ternarylogic_epi32(_mm512_srli_epi16(bytes, 4), nibble, exponent, 0xEA));
+    _mm512_storeu_si512(lo + p * 32, nibbles_as_bf16(bytes, false));
+    _mm512_storeu_si512(hi + p * 32, nibbles_as_bf16(bytes, true));
   }
 }
 

@@ -31,6 +31,14 @@ inline int32_t int4_at(const uint8_t* block_data, int64_t c, int64_t k) {
 }
 
 #if defined(__x86_64__) || defined(_M_X64)
+// 16-bit lanes holding one packed byte each -> the bfloat16 numbers 128 + q of their low (high = false) or high
+// nibbles: bits 0x4300 | q, one bit operation, no conversion
+__attribute__((target("avx512f,avx512bw"))) inline __m512i nibbles_as_bf16(__m512i bytes, bool high) {
+  const __m512i lanes = high ? _mm512_srli_epi16(bytes, 4) : bytes;
+  // (a & b) | c = 0xEA
+  return _mm512_ternarylogic_epi32(lanes, _mm512_set1_epi16(0x000F), _mm512_set1_epi16(0x4300), 0xEA);
+}
+
 // Group g's (s, z) of 16 consecutive channels from channel n (of n_total) as two float vectors: bfloat16 pairs
 // (32-bit lane = s | z << 16), or scales only (width 1, z = 0)
 __attribute__((target("avx512f"))) inline void load_group_scales(const uint16_t* sz, int64_t width,
