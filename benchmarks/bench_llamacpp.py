@@ -1,5 +1,5 @@
-"""llama.cpp against torchao on the same random-weight Llama, in one process run: decode and prefill tokens/s,
-the weight bytes read per second, and the machine's read bandwidth measured in the same run.
+"""llama.cpp against torchao on the same random-weight Llama, in one run (a process per engine and format): decode
+and prefill tokens/s, the weight bytes read per second, and the machine's read bandwidth measured in the same run.
 
     pip install -e '.[llama-cpp]'      # builds llama.cpp from source (about 10 minutes on 2 cores)
     python benchmarks/bench_llamacpp.py [--shape 1b|small] [--threads 2] [--tokens 64] [--prefill 128 512]
@@ -13,8 +13,9 @@ dynamo's recompile limit raises instead of silently running eager). Prefill: one
 GB/s: weight bytes read per decode step (embeddings excluded; of torchao's CPU int4 layout the packed weights
 and kernel scales, not the original qparams it keeps for exact unpacking) x steps/s; "of bw": against the read bandwidth
 of a 1 GiB ``torch.sum`` measured in this run. Both use --threads threads. Each row prints (with the process's
-resident memory) as soon as it is measured, the table at the end; each config's compiled graphs and frozen
-weights are dropped before the next.
+resident memory) as soon as it is measured, the table at the end. Each engine and format runs in a process of
+its own (this script re-run with --worker), so no config's compiled graphs, frozen weights or heap stay
+resident while the next one runs, and each starts from a fresh dynamo.
 
 On CPUs with AMX, llama-cpp-python 0.3.36's native build crashes in ``ggml_backend_amx_mul_mat``; build it
 with the AVX-512 kernels and without AMX instead:
@@ -26,7 +27,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import gc
+import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -184,20 +186,40 @@ def run_torchao(base: Llama, config, prompt: torch.Tensor, tokens: int, prefill:
     return result
 
 
-def release_compiled_graphs() -> None:
-    """Drop dynamo's graphs and Inductor's loaded modules (with freezing they hold each config's weights as
-    constants), so one config's memory is free before the next compiles."""
-    from torch._inductor.codecache import PyCodeCache
-
-    torch._dynamo.reset()
-    PyCodeCache.cache_clear(purge=True)
-    gc.collect()
-
-
 def resident_gb() -> float:
     """This process's resident memory, GB (Linux)."""
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * 4096 / 1e9
+
+
+def measure_one(engine: str, name: str, args) -> dict:
+    """One engine and format, measured in this process: {"weight_bytes", "decode", "batched", "prefill",
+    "resident_gb"}."""
+    base = random_llama(args.shape)
+    prompt = torch.randint(1, base.args.vocab_size, (1, PROMPT), generator=torch.Generator().manual_seed(1))
+    if engine == "llama.cpp":
+        with tempfile.TemporaryDirectory() as tmp:
+            path = write_gguf(as_transformers(base), llama_cpp_formats()[name], Path(tmp))
+            result = run_llama_cpp(path, prompt[0].tolist(), args.tokens, args.prefill, args.threads)
+            nbytes = gguf_weight_bytes(path)
+        return {"weight_bytes": nbytes, "decode": result["decode"], "batched": None, "prefill": result["prefill"],
+                "resident_gb": resident_gb()}
+    # never let the recompile limit drop a shape to eager unnoticed
+    torch._dynamo.config.recompile_limit = 64
+    torch._dynamo.config.fail_on_recompile_limit_hit = True
+    cpu_inductor_freezing()
+    r = run_torchao(base, torchao_configs()[name], prompt, args.tokens, args.prefill, args.batch)
+    return {"weight_bytes": r["weight_bytes"], "decode": r["decode_1"], "batched": r[f"decode_{args.batch}"],
+            "prefill": r["prefill"], "resident_gb": resident_gb()}
+
+
+def measure_in_subprocess(engine: str, name: str, argv: list) -> dict:
+    """``measure_one`` in a fresh Python process (its result is the last line it prints, as JSON)."""
+    command = [sys.executable, str(Path(__file__).resolve()), *argv, "--worker", engine, name]
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["prefill"] = {int(length): rate for length, rate in result["prefill"].items()}
+    return result
 
 
 def table_row(name: str, nbytes: int, decode: float, batched, prefill: dict, bandwidth: float, batch: int) -> str:
@@ -218,36 +240,22 @@ def main(argv=None) -> int:
     parser.add_argument("--engines", nargs="*", default=["llama.cpp", "torchao"], choices=["llama.cpp", "torchao"])
     parser.add_argument("--configs", nargs="*", default=list(torchao_configs()), choices=list(torchao_configs()),
                         help="torchao's rows")
+    parser.add_argument("--worker", nargs=2, metavar=("ENGINE", "FORMAT"), help=argparse.SUPPRESS)
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    # several configs compile in this process: never let the recompile limit drop one to eager unnoticed
-    torch._dynamo.config.recompile_limit = 64
-    torch._dynamo.config.fail_on_recompile_limit_hit = True
-    cpu_inductor_freezing()
+    if args.worker:
+        print(json.dumps(measure_one(*args.worker, args)))
+        return 0
     bandwidth = read_bandwidth()
-    base = random_llama(args.shape)
-    prompt = torch.randint(1, base.args.vocab_size, (1, PROMPT), generator=torch.Generator().manual_seed(1))
+    runs = [("llama.cpp", kind) for kind in llama_cpp_formats() if "llama.cpp" in args.engines]
+    runs += [("torchao", name) for name in torchao_configs() if "torchao" in args.engines and name in args.configs]
     rows = []
-
-    def measured(*row) -> None:
-        rows.append(table_row(*row, bandwidth, args.batch))
-        print(f"  {rows[-1]}  (resident {resident_gb():.1f} GB)", file=sys.stderr, flush=True)
-
-    if "llama.cpp" in args.engines:
-        hf = as_transformers(base)
-        for kind, config in llama_cpp_formats().items():
-            with tempfile.TemporaryDirectory() as tmp:
-                path = write_gguf(hf, config, Path(tmp))
-                result = run_llama_cpp(path, prompt[0].tolist(), args.tokens, args.prefill, args.threads)
-                measured(f"llama.cpp {kind}", gguf_weight_bytes(path), result["decode"], None, result["prefill"])
-        del hf
-    if "torchao" in args.engines:
-        for name, config in torchao_configs().items():
-            if name not in args.configs:
-                continue
-            r = run_torchao(base, config, prompt, args.tokens, args.prefill, args.batch)
-            measured(f"torchao {name}", r["weight_bytes"], r["decode_1"], r[f"decode_{args.batch}"], r["prefill"])
-            release_compiled_graphs()
+    for engine, name in runs:
+        r = measure_in_subprocess(engine, name, argv)
+        rows.append(table_row(f"{engine} {name}", r["weight_bytes"], r["decode"], r["batched"], r["prefill"],
+                              bandwidth, args.batch))
+        print(f"  {rows[-1]}  (resident {r['resident_gb']:.1f} GB)", file=sys.stderr, flush=True)
     print(f"\n{args.shape} Llama shape, random weights, {args.threads} threads, torch {torch.__version__}; "
           f"{args.tokens} greedy tokens after a {PROMPT}-token prompt; read bandwidth (1 GiB torch.sum) "
           f"{bandwidth:.1f} GB/s\n")

@@ -51,6 +51,20 @@ def temporary_directory(test: TestCase) -> str:
     return directory
 
 
+#: the environment variables that switch the C++ kernels' CPU paths (each read once per process)
+CPU_PATH_SWITCHES = ("TORCHAO_CPU_PORTABLE", "TORCHAO_CPU_NO_AMX", "TORCHAO_CPU_NO_VBMI")
+
+
+def outputs_in_subprocess(test: TestCase, script: str, switches: dict):
+    """What ``script`` saves to the path it is given as argv[1], run in a fresh Python process with the CPU path
+    ``switches`` set and the others unset."""
+    env = {k: v for k, v in os.environ.items() if k not in CPU_PATH_SWITCHES}
+    env.update(switches)
+    path = os.path.join(temporary_directory(test), "outputs.pt")
+    subprocess.run([sys.executable, "-c", script, path], check=True, env=env, timeout=300)
+    return torch.load(path)
+
+
 def assert_compiled_and_exported_equal(test: TestCase, weight, x, op_name: str):
     """A Linear holding ``weight`` gives its eager output on ``x`` compiled (static and symbolic M: the Python
     op then chooses the same kernel at run time) and exported, whose graph calls ``op_name``."""
@@ -121,14 +135,7 @@ class TestInt8DynamicInt4Kernel(TestCase):
             gemv4 = torch.ops.torchao.int4_weight_only_gemv_cpu(x[:, :320].contiguous(), packed, 64, sz)
             torch.save((out, out8, gemv, gemv4), sys.argv[1])
         """) % os.path.dirname(os.path.abspath(__file__))
-        outputs = []
-        for portable in (False, True):
-            env = {k: v for k, v in os.environ.items() if k != "TORCHAO_CPU_PORTABLE"}
-            if portable:
-                env["TORCHAO_CPU_PORTABLE"] = "1"
-            path = os.path.join(temporary_directory(self), f"out_{portable}.pt")
-            subprocess.run([sys.executable, "-c", script, path], check=True, env=env, timeout=300)
-            outputs.append(torch.load(path))
+        outputs = [outputs_in_subprocess(self, script, {}), outputs_in_subprocess(self, script, {"TORCHAO_CPU_PORTABLE": "1"})]
         self.assertLess(relative(outputs[1][0], outputs[0][0]), 1e-6)
         self.assertTrue(torch.equal(outputs[1][1], outputs[0][1]))  # one int32 sum per output: bit-equal
         self.assertLess(relative(outputs[1][2], outputs[0][2]), 1e-6)  # float sums in another order
@@ -387,14 +394,7 @@ class TestWeightOnlyManyRows(TestCase):
                                                              64, sz, torch.float32)
             torch.save((out8, out4, out84, few4, few84), sys.argv[1])
         """) % os.path.dirname(os.path.abspath(__file__))
-        outputs = []
-        for no_amx in (False, True):
-            env = {k: v for k, v in os.environ.items() if k != "TORCHAO_CPU_NO_AMX"}
-            if no_amx:
-                env["TORCHAO_CPU_NO_AMX"] = "1"
-            path = os.path.join(temporary_directory(self), f"out_{no_amx}.pt")
-            subprocess.run([sys.executable, "-c", script, path], check=True, env=env, timeout=300)
-            outputs.append(torch.load(path))
+        outputs = [outputs_in_subprocess(self, script, {}), outputs_in_subprocess(self, script, {"TORCHAO_CPU_NO_AMX": "1"})]
         self.assertLess(relative(outputs[1][0], outputs[0][0]), 1e-6)
         self.assertLess(relative(outputs[1][1], outputs[0][1]), 2 ** -7)
         self.assertLess(relative(outputs[1][2], outputs[0][2]), 2 ** -7)
@@ -402,6 +402,29 @@ class TestWeightOnlyManyRows(TestCase):
         self.assertLess(relative(outputs[1][3], outputs[0][3]), 1e-5)
         self.assertLess(relative(outputs[1][4], outputs[0][4]), 1e-5)
 
+
+    def test_vbmi_and_plain_avx512_bf16_agree(self):
+        """The bf16 x int4 AVX-512 kernel with VBMI byte permutes and without (TORCHAO_CPU_NO_VBMI=1), AMX off so
+        that it runs for every M: the same floats, bit for bit (each channel sums the same products in the same
+        order)."""
+        script = textwrap.dedent("""
+            import sys, torch
+            sys.path.insert(0, %r)
+            from test_cpp_kernels import random_int4_weight
+            import torchao.kernels.cpu
+            results = []
+            for n, k, group in ((64, 256, 32), (320, 4096 + 128, 128), (192, 512, 256)):
+                packed, sz, _ = random_int4_weight(n, k, group, seed=n + k)
+                for m in (1, 2, 3, 4, 5, 7):
+                    x = torch.randn(m, k, generator=torch.Generator().manual_seed(m))
+                    results.append(torch.ops.torchao.int4_weight_only_gemv_cpu(x, packed, group, sz))
+            torch.save(results, sys.argv[1])
+        """) % os.path.dirname(os.path.abspath(__file__))
+        with_vbmi = outputs_in_subprocess(self, script, {"TORCHAO_CPU_NO_AMX": "1"})
+        without = outputs_in_subprocess(self, script, {"TORCHAO_CPU_NO_AMX": "1", "TORCHAO_CPU_NO_VBMI": "1"})
+        self.assertEqual(len(with_vbmi), 18)
+        for a, b in zip(with_vbmi, without):
+            self.assertTrue(torch.equal(a, b))
 
 class TestPerTokenQuantize(TestCase):
     """The C++ per-token int8 quantizer (csrc/quantize_per_token.cpp) that eager dynamic-activation linears use:

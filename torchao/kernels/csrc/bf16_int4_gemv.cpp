@@ -23,6 +23,7 @@
 #include "cpu_features.h"
 #include "host_helpers.h"
 #include "int4_cpu_packing.h"
+#include "prefetch.h"
 #include "tiles.h"
 
 #include <cstdint>
@@ -34,7 +35,6 @@ namespace {
 using torchao_cpp::bf16_to_float;
 constexpr int64_t kBlockN = torchao_cpp::kInt4BlockN;
 constexpr int64_t kRows = 4;         // activation rows per pass over a block's weights
-constexpr int64_t kPrefetch = 4096;  // bytes ahead of the weight rows being read
 
 struct Problem {
   const uint16_t* x;     // (M, K) bfloat16 bits
@@ -69,24 +69,56 @@ void block_portable(const Problem& p, int64_t block) {
 #ifdef TORCHAO_X86
 #define AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 
-// Rows [i, i + R) of one block over all groups. Per step of two k: the two 32-byte weight rows are interleaved
-// byte-wise and widened to 16-bit lanes (one byte = the nibbles of channels j and j + 32), so each 32-bit lane
-// holds one channel's pair (k, k + 1); the low and high nibbles become bfloat16 128 + q by one ternary-logic
-// op each. The four accumulators hold channels {0-7, 16-23}, {8-15, 24-31}, and those + 32.
+#define AVX512_BF16_VBMI __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx512vbmi")))
+
+// acc[r][c] += the (k, k + 1) pairs of q[c] x row i + r's x[k], x[k + 1], for k = t
+template <int R>
+AVX512_BF16 inline void dot_pairs(const Problem& p, int64_t i, int64_t t, const __m512bh (&q)[4], __m512 (&acc)[R][4]) {
+  for (int r = 0; r < R; ++r) {
+    int32_t two;
+    std::memcpy(&two, p.x + (i + r) * p.k + t, sizeof(two));
+    const __m512bh x2 = (__m512bh)_mm512_set1_epi32(two);
+    for (int c = 0; c < 4; ++c) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], q[c], x2);
+  }
+}
+
+// total[r][c] += group g's result from its sums acc[r][c] = sum (128 + q) x over channels 16 c .. 16 c + 15 of the
+// block: s (acc - 136 X) + z X
+template <int R>
+AVX512_BF16 inline void add_group(const Problem& p, int64_t block, int64_t i, int64_t g, const __m512 (&acc)[R][4],
+                                  __m512 (&total)[R][4]) {
+  const int64_t groups = p.k / p.group;
+  __m512 s[4], z[4];
+  for (int c = 0; c < 4; ++c)
+    torchao_cpp::load_group_scales(p.sz, p.sz_width, p.n, g, block * kBlockN + c * 16, s[c], z[c]);
+  for (int r = 0; r < R; ++r) {
+    const float x = p.xsum[(i + r) * groups + g];
+    const __m512 shift = _mm512_set1_ps(-136.f * x), xv = _mm512_set1_ps(x);
+    for (int c = 0; c < 4; ++c)
+      total[r][c] = _mm512_fmadd_ps(s[c], _mm512_add_ps(acc[r][c], shift), _mm512_fmadd_ps(z[c], xv, total[r][c]));
+  }
+}
+
+template <int R>
+AVX512_BF16 inline void store_rows(const Problem& p, int64_t block, int64_t i, const __m512 (&total)[R][4]) {
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < 4; ++c) _mm512_storeu_ps(p.out + (i + r) * p.n + block * kBlockN + c * 16, total[r][c]);
+}
+
+// Rows [i, i + R) of one block over all groups, AVX-512 BF16 without VBMI. Per step of two k: the two 32-byte
+// weight rows are interleaved byte-wise and widened to 16-bit lanes (one byte = the nibbles of channels j and
+// j + 32), so each 32-bit lane holds one channel's pair (k, k + 1); the low and high nibbles become bfloat16
+// 128 + q by one ternary-logic op each. The four accumulators hold channels {0-7, 16-23}, {8-15, 24-31}, and those
+// + 32, put in order once per group.
 template <int R>
 AVX512_BF16 void rows_avx512(const Problem& p, int64_t block, int64_t i) {
   const uint8_t* data = p.packed + block * kBlockN * (p.k / 2);
-  const int64_t groups = p.k / p.group;
-  __m512 total[R][4];
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < 4; ++c) total[r][c] = _mm512_setzero_ps();
-  for (int64_t g = 0; g < groups; ++g) {
-    __m512 acc[R][4];
-    for (int r = 0; r < R; ++r)
-      for (int c = 0; c < 4; ++c) acc[r][c] = _mm512_setzero_ps();
+  __m512 total[R][4] = {};
+  for (int64_t g = 0; g < p.k / p.group; ++g) {
+    __m512 acc[R][4] = {};
     for (int64_t t = g * p.group; t < (g + 1) * p.group; t += 2) {
       const uint8_t* rows = data + t * 32;
-      _mm_prefetch(reinterpret_cast<const char*>(rows + kPrefetch), _MM_HINT_T0);
+      torchao_cpp::prefetch_stream(rows);
       const __m256i r0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows));
       const __m256i r1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows + 32));
       const __m512i lanes[2] = {_mm512_cvtepu8_epi16(_mm256_unpacklo_epi8(r0, r1)),
@@ -96,37 +128,58 @@ AVX512_BF16 void rows_avx512(const Problem& p, int64_t block, int64_t i) {
         q[h] = (__m512bh)torchao_cpp::nibbles_as_bf16(lanes[h], false);
         q[h + 2] = (__m512bh)torchao_cpp::nibbles_as_bf16(lanes[h], true);
       }
-      for (int r = 0; r < R; ++r) {
-        int32_t two;
-        std::memcpy(&two, p.x + (i + r) * p.k + t, sizeof(two));
-        const __m512bh x2 = (__m512bh)_mm512_set1_epi32(two);
-        for (int c = 0; c < 4; ++c) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], q[c], x2);
-      }
+      dot_pairs<R>(p, i, t, q, acc);
     }
-    __m512 s[4], z[4];
-    for (int c = 0; c < 4; ++c)
-      torchao_cpp::load_group_scales(p.sz, p.sz_width, p.n, g, block * kBlockN + c * 16, s[c], z[c]);
-    for (int r = 0; r < R; ++r) {
-      const float x = p.xsum[(i + r) * groups + g];
-      const __m512 shift = _mm512_set1_ps(-136.f * x), xv = _mm512_set1_ps(x);
+    for (int r = 0; r < R; ++r)
       for (int half = 0; half < 2; ++half) {  // natural order: 16 channels from the low, then the high halves
         const __m512 a = acc[r][half * 2], b = acc[r][half * 2 + 1];
-        const __m512 natural[2] = {_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE)};
-        for (int j = 0; j < 2; ++j) {
-          const int c = half * 2 + j;
-          total[r][c] = _mm512_fmadd_ps(s[c], _mm512_add_ps(natural[j], shift),
-                                        _mm512_fmadd_ps(z[c], xv, total[r][c]));
-        }
+        acc[r][half * 2] = _mm512_shuffle_f32x4(a, b, 0x44);
+        acc[r][half * 2 + 1] = _mm512_shuffle_f32x4(a, b, 0xEE);
       }
-    }
+    add_group<R>(p, block, i, g, acc, total);
   }
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < 4; ++c) _mm512_storeu_ps(p.out + (i + r) * p.n + block * kBlockN + c * 16, total[r][c]);
+  store_rows<R>(p, block, i, total);
+}
+
+// The same with AVX-512 VBMI: one byte permute of the two k-steps' 64 bytes per 32 channels puts channel j's bytes
+// at k and k + 1 into the low bytes of 32-bit lane j's halves, so the accumulators hold channels in order (24%
+// fewer instructions a step; 2048 x 2048 from L2 25.0 against 23.6 GB/s on 2 cores).
+template <int R>
+AVX512_BF16_VBMI void rows_avx512_vbmi(const Problem& p, int64_t block, int64_t i) {
+  const uint8_t* data = p.packed + block * kBlockN * (p.k / 2);
+  // byte 4 j of lane j <- byte j (row k), byte 4 j + 2 <- byte 32 + j (row k + 1); the second: channels 16 ..
+  alignas(64) uint8_t order[2][64] = {};
+  for (int h = 0; h < 2; ++h)
+    for (int j = 0; j < 16; ++j) {
+      order[h][4 * j] = static_cast<uint8_t>(16 * h + j);
+      order[h][4 * j + 2] = static_cast<uint8_t>(32 + 16 * h + j);
+    }
+  const __m512i spread[2] = {_mm512_load_si512(order[0]), _mm512_load_si512(order[1])};
+  __m512 total[R][4] = {};
+  for (int64_t g = 0; g < p.k / p.group; ++g) {
+    __m512 acc[R][4] = {};
+    for (int64_t t = g * p.group; t < (g + 1) * p.group; t += 2) {
+      const uint8_t* rows = data + t * 32;
+      torchao_cpp::prefetch_stream(rows);
+      const __m512i both = _mm512_loadu_si512(rows);
+      __m512bh q[4];
+      for (int h = 0; h < 2; ++h) {
+        const __m512i lanes = _mm512_permutexvar_epi8(spread[h], both);
+        q[h] = (__m512bh)torchao_cpp::nibbles_as_bf16(lanes, false);       // channels 16 h ..
+        q[h + 2] = (__m512bh)torchao_cpp::nibbles_as_bf16(lanes, true);    // channels 32 + 16 h ..
+      }
+      dot_pairs<R>(p, i, t, q, acc);
+    }
+    add_group<R>(p, block, i, g, acc, total);
+  }
+  store_rows<R>(p, block, i, total);
 }
 
 void block_avx512(const Problem& p, int64_t block) {
-  torchao_cpp::for_each_tile<kRows>(p.m,
-                                    [&](auto rows, int64_t i) { rows_avx512<decltype(rows)::value>(p, block, i); });
+  torchao_cpp::for_each_tile<kRows>(p.m, [&](auto rows, int64_t i) {
+    if (torchao_cpp::use_avx512_bf16_vbmi()) rows_avx512_vbmi<decltype(rows)::value>(p, block, i);
+    else rows_avx512<decltype(rows)::value>(p, block, i);
+  });
 }
 #endif
 

@@ -43,4 +43,16 @@ inline bool use_avx512_bf16() {
 #endif
 }
 
+// use_avx512_bf16() and AVX-512 VBMI (byte permutes across the register); TORCHAO_CPU_NO_VBMI=1 turns it off (the
+// tests compare both)
+inline bool use_avx512_bf16_vbmi() {
+#if defined(__x86_64__) || defined(_M_X64)
+  static const bool yes = use_avx512_bf16() && __builtin_cpu_supports("avx512vbmi") &&
+                          std::getenv("TORCHAO_CPU_NO_VBMI") == nullptr;
+  return yes;
+#else
+  return false;
+#endif
+}
+
 }  // namespace torchao_cpp

@@ -8,8 +8,8 @@
 // One row (or float16 x): float32 products (AVX-512 FMA), 4 rows per pass over the weights. More rows of
 // float32 / bfloat16 x: x rounded to bfloat16 (as aten's int8 kernel does) and bfloat16 dot products (AVX-512
 // BF16; every int8 is exact in bfloat16), twice the multiply-adds per instruction, in tiles of 4 channels x 4 rows.
-// Weights stream from memory one sequential stream per thread with a software prefetch ahead of it (as in
-// int8_int8_gemm.cpp).
+// Weights stream from memory one sequential stream per thread with a software prefetch ahead of it
+// (prefetch.h).
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -19,6 +19,7 @@
 #include "amx_weight_gemm.h"
 #include "cpu_features.h"
 #include "host_helpers.h"
+#include "prefetch.h"
 #include "tiles.h"
 
 #include <cstdint>
@@ -29,7 +30,6 @@ namespace {
 constexpr int64_t kRows = 4;         // float32 path: activation rows per pass over a weight row
 constexpr int64_t kRowsBf16 = 4;     // bfloat16 path: rows and output channels per tile
 constexpr int64_t kChannelsBf16 = 4;
-constexpr int64_t kPrefetch = 4096;  // bytes ahead of the weight row being read
 
 struct Problem {
   const float* x;      // (M, K) float32 (with xb: the bfloat16 values, or null where the BF16 path runs)
@@ -64,7 +64,7 @@ AVX512 void tile_avx512(const Problem& p, int64_t n, int64_t i) {
     for (int j = 0; j < 4; ++j) acc[r][j] = _mm512_setzero_ps();
   int64_t t = 0;
   for (; t + 64 <= p.k; t += 64) {
-    _mm_prefetch(reinterpret_cast<const char*>(row + t + kPrefetch), _MM_HINT_T0);
+    torchao_cpp::prefetch_stream(row + t);
     for (int j = 0; j < 4; ++j) {
       const __m512 wf = widen(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + t + 16 * j)));
       for (int r = 0; r < R; ++r)
@@ -109,7 +109,7 @@ AVX512_BF16 void tile_bf16(const Problem& p, int64_t n, int64_t i) {
     __m512bh w[C];
     for (int c = 0; c < C; ++c) {
       const int8_t* row = p.w + (n + c) * p.k + t;
-      _mm_prefetch(reinterpret_cast<const char*>(row + kPrefetch), _MM_HINT_T0);
+      torchao_cpp::prefetch_stream(row);
       w[c] = weights_bf16(row, left);
     }
     for (int r = 0; r < R; ++r) {

@@ -23,6 +23,7 @@
 #include "amx_weight_gemm.h"
 #include "cpu_features.h"
 #include "host_helpers.h"
+#include "prefetch.h"
 #include "int4_cpu_packing.h"
 
 #include <cstdint>
@@ -33,8 +34,6 @@ namespace {
 
 using torchao_cpp::bf16_to_float;
 constexpr int64_t kBlockN = torchao_cpp::kInt4BlockN;
-// bytes ahead of the weight rows being read that are prefetched (both cache lines of each 128-byte step)
-constexpr int64_t kPrefetch = 8192;
 
 struct Problem {
   const int8_t* xq;
@@ -133,8 +132,8 @@ VNNI void block_one_row_vnni(const Problem& p, int64_t block) {
     for (int v = 0; v < 8; ++v) dot[v] = qsum[v] = _mm256_setzero_si256();
     for (int64_t t = g * p.group; t < (g + 1) * p.group; t += 4) {
       const uint8_t* rows = data + t * 32;
-      _mm_prefetch(reinterpret_cast<const char*>(rows + kPrefetch), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(rows + kPrefetch + 64), _MM_HINT_T0);
+      torchao_cpp::prefetch_stream(rows);
+      torchao_cpp::prefetch_stream(rows + 64);
       __m256i q[8];
       transpose_nibbles(rows, q);
       int32_t four;
@@ -217,8 +216,8 @@ VNNI void block_vnni(const Problem& p, int64_t block) {
     for (int v = 0; v < 8; ++v) qsum[v] = _mm256_setzero_si256();
     for (int64_t step = 0; step < steps; ++step) {
       const uint8_t* rows = data + (g * p.group + step * 4) * 32;
-      _mm_prefetch(reinterpret_cast<const char*>(rows + kPrefetch), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(rows + kPrefetch + 64), _MM_HINT_T0);
+      torchao_cpp::prefetch_stream(rows);
+      torchao_cpp::prefetch_stream(rows + 64);
       transpose_nibbles(rows, buffer[step]);
       for (int v = 0; v < 8; ++v) qsum[v] = _mm256_dpbusd_epi32(qsum[v], buffer[step][v], ones);
     }

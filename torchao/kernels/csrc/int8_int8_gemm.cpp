@@ -13,6 +13,7 @@
 
 #include "cpu_features.h"
 #include "host_helpers.h"
+#include "prefetch.h"
 #include "tiles.h"
 
 #include <cstdint>
@@ -20,7 +21,6 @@
 namespace {
 
 constexpr int64_t kRows = 4;         // activation rows per pass over a weight row
-constexpr int64_t kPrefetch = 2048;  // bytes ahead of the weight row being read
 
 struct Problem {
   const int8_t* xq;
@@ -55,7 +55,7 @@ VNNI void tile_vnni(const Problem& p, int64_t n, int64_t i) {
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_si512();
   for (int64_t t = 0; t < p.k; t += 64) {
     const __mmask64 mask = p.k - t >= 64 ? ~__mmask64(0) : (__mmask64(1) << (p.k - t)) - 1;
-    _mm_prefetch(reinterpret_cast<const char*>(row + t + kPrefetch), _MM_HINT_T0);
+    torchao_cpp::prefetch_stream(row + t);
     // masked-off bytes load as 0 and become 128, multiplied by the masked-off (zero) activations
     const __m512i wu = _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, row + t), flip);
     for (int r = 0; r < R; ++r)
