@@ -12,6 +12,7 @@
 #include "amx.h"
 #include "amx_weight_gemm.h"
 #include "host_helpers.h"
+#include "prefetch.h"
 
 #include <ATen/Parallel.h>
 
@@ -24,6 +25,12 @@ namespace torchao_cpp {
 namespace {
 
 constexpr int64_t kMaxUnitN = 256;  // output channels per task, at most
+// Up to 16 rows (one row block: batched decode) the weights, read once, are the cost: tasks of at most 64
+// channels widen up to 64 k-steps (2 KB of each weight row in one sequential run, 256 KB of bf16 in L2) at a time.
+// 2048 x 2048 .. 5632 x 2048 at M = 8 from DRAM: 8.4-9.1 GB/s with 256 channels x 8 steps (256-byte runs), 10.1-10.7 GB/s with
+// this.
+constexpr int64_t kFewRowsMaxUnitN = 64;
+constexpr int64_t kFewRowsChunkSteps = 64;
 
 // The activations in AMX's pair order (OperandTiles of x transposed): tile (b, step) row p, lane r = (x[16 b + r, 2p],
 // x[16 b + r, 2p + 1]) for the step's pairs p, zero past M and K.
@@ -61,7 +68,7 @@ TORCHAO_AVX512 void widen_weights(const int8_t* w, int64_t k, int64_t rows, int6
     const int8_t* row = w + r * k + t0;
     if (r + 4 < rows)
       for (int64_t b = 0; b < steps * kTileK; b += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(row + 4 * k + b), _MM_HINT_T0);
+        prefetch_to_l2(row + 4 * k + b);
     for (int64_t s = 0; s < steps; ++s) {
       const int64_t left = k - t0 - s * kTileK;
       const int8_t* at = row + s * kTileK;
@@ -103,7 +110,8 @@ struct Problem {
   const float* s;
   T* out;
   int64_t m, k, n;
-  int64_t unit;  // output channels per task, a multiple of 32
+  int64_t unit;         // output channels per task, a multiple of 32
+  int64_t chunk_steps;  // k-steps widened at a time
 };
 
 // output channels [n0, n0 + rows) for all rows
@@ -113,11 +121,11 @@ TORCHAO_AMX void run_unit(const Problem<T>& p, int64_t n0, AlignedBuffer<uint16_
   const int64_t rows = std::min(p.unit, p.n - n0), padded_rows = round_up(rows, 2 * kTileRows);
   const int64_t padded_m = round_up(p.m, kTileRows), m_blocks = padded_m / kTileRows;
   const int64_t k_steps = round_up(p.k, kTileK) / kTileK;
-  const int64_t stride = kChunkSteps * kTileK + 32;  // a row of the chunk and 64 bytes (rows 4 KB apart alias in L1)
+  const int64_t stride = p.chunk_steps * kTileK + 32;  // a row of the chunk and 64 bytes (rows 4 KB apart alias in L1)
   weights.reserve(padded_rows * stride);
   acc.reserve(padded_rows * padded_m + 16 * padded_rows);  // the tiles, then write_scaled_transposed's rows
-  for (int64_t step0 = 0; step0 < k_steps; step0 += kChunkSteps) {
-    const int64_t steps = std::min(kChunkSteps, k_steps - step0);
+  for (int64_t step0 = 0; step0 < k_steps; step0 += p.chunk_steps) {
+    const int64_t steps = std::min(p.chunk_steps, k_steps - step0);
     widen_weights(p.w + n0 * p.k, p.k, rows, padded_rows, step0, steps, stride, weights.get());
     // each row block's B tiles (16 KB) serve all channel blocks from L1; the A tiles come from L2
     for (int64_t mb = 0; mb < m_blocks; mb += 2)
@@ -147,9 +155,11 @@ void int8_weight_gemm_amx(const uint16_t* x, const int8_t* w, const float* s, at
   thread_local AlignedBuffer<uint32_t> paired;
   const OperandTiles x_tiles(paired, m, k);
   pair_rows(x, m, k, x_tiles);
-  const int64_t unit = channels_per_task(n, 2 * kTileRows, kMaxUnitN);
+  const bool few_rows = m <= kTileRows;
+  const int64_t unit = channels_per_task(n, 2 * kTileRows, few_rows ? kFewRowsMaxUnitN : kMaxUnitN);
+  const int64_t chunk_steps = few_rows ? kFewRowsChunkSteps : kChunkSteps;
   with_output(out, "int8_weight_gemm_amx", [&](auto* typed) {
-    const Problem<std::remove_pointer_t<decltype(typed)>> p{x_tiles, w, s, typed, m, k, n, unit};
+    const Problem<std::remove_pointer_t<decltype(typed)>> p{x_tiles, w, s, typed, m, k, n, unit, chunk_steps};
     for_each_unit(n, unit, [&](int64_t n0, AlignedBuffer<uint16_t>& weights, AlignedBuffer<float>& acc) {
       run_unit(p, n0, weights, acc);
     });

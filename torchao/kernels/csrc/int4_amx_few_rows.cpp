@@ -14,6 +14,7 @@
 #include "amx.h"
 #include "amx_weight_gemm.h"
 #include "int4_cpu_packing.h"
+#include "prefetch.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -55,6 +56,7 @@ TORCHAO_AVX512 void unpack_group(const uint8_t* block_data, int64_t half, int64_
                                  uint16_t* hi) {
   for (int64_t p = 0; p < steps * 16; ++p) {
     const int64_t t = t0 + 2 * p;
+    if (half == 0) prefetch_stream(block_data + t * 32);  // the second half reads the block again, from L2
     const __m128i even = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block_data + t * 32 + 16 * half));
     const __m128i odd = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block_data + (t + 1) * 32 + 16 * half));
     // 16-bit lane 2j = channel j's byte at k, lane 2j + 1 at k + 1

@@ -13,10 +13,11 @@ namespace torchao_cpp {
 constexpr int64_t kStreamPrefetchBytes = 8192;
 
 #ifdef TORCHAO_X86
+// prefetch the cache line at ``at`` into L2
+inline void prefetch_to_l2(const void* at) { _mm_prefetch(static_cast<const char*>(at), _MM_HINT_T1); }
+
 // prefetch the cache line kStreamPrefetchBytes past ``at`` (call once per 64 bytes read)
-inline void prefetch_stream(const void* at) {
-  _mm_prefetch(static_cast<const char*>(at) + kStreamPrefetchBytes, _MM_HINT_T1);
-}
+inline void prefetch_stream(const void* at) { prefetch_to_l2(static_cast<const char*>(at) + kStreamPrefetchBytes); }
 #endif
 
 }  // namespace torchao_cpp
