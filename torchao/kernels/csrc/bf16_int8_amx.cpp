@@ -27,8 +27,8 @@ namespace {
 constexpr int64_t kMaxUnitN = 256;  // output channels per task, at most
 // Up to 16 rows (one row block: batched decode) the weights, read once, are the cost: tasks of at most 64
 // channels widen up to 64 k-steps (2 KB of each weight row in one sequential run, 256 KB of bf16 in L2) at a time.
-// 2048 x 2048 .. 5632 x 2048 at M = 8 from DRAM: 8.4-9.1 GB/s with 256 channels x 8 steps (256-byte runs), 10.1-10.7 GB/s with
-// this.
+// 2048 x 2048 .. 5632 x 2048 at M = 8 from DRAM: 8.4-9.1 GB/s with 256 channels x 8 steps (256-byte runs),
+// 10.1-10.7 GB/s with this.
 constexpr int64_t kFewRowsMaxUnitN = 64;
 constexpr int64_t kFewRowsChunkSteps = 64;
 
