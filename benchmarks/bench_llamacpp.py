@@ -12,7 +12,8 @@ C++ wrapper, and max-autotune for the quantized models; one graph per config; dy
 instead of silently running eager). Prefill: one forward of --prefill tokens, the fastest of 3. GB/s: weight
 bytes read per decode step (embeddings excluded; of torchao's CPU int4 layout the packed weights and kernel
 scales, not the original qparams it keeps for exact unpacking) x steps/s; "of bw": against the read bandwidth
-of a 1 GiB ``torch.sum`` measured in this run. Both use --threads threads. Each row prints (with the process's
+of a 1 GiB ``torch.sum`` measured by the row's own process just before it builds its model ("bw GB/s": the
+machine's read rate drifts during a run). Both use --threads threads. Each row prints (with the process's
 resident memory) as soon as it is measured, the table at the end. Each engine and format runs in a process of
 its own (this script re-run with --worker), so no config's compiled graphs, frozen weights or heap stay
 resident while the next one runs, and each starts from a fresh dynamo.
@@ -203,7 +204,8 @@ def resident_gb() -> float:
 
 def measure_one(engine: str, name: str, args) -> dict:
     """One engine and format, measured in this process: {"weight_bytes", "decode", "batched", "prefill",
-    "resident_gb"}."""
+    "bandwidth" (GB/s, read_bandwidth in this process before the model is built), "resident_gb"}."""
+    bandwidth = read_bandwidth()  # in this worker, just before its model: the machine's read rate drifts
     base = random_llama(args.shape)
     prompt = torch.randint(1, base.args.vocab_size, (1, PROMPT), generator=torch.Generator().manual_seed(1))
     if engine == "llama.cpp":
@@ -212,14 +214,14 @@ def measure_one(engine: str, name: str, args) -> dict:
             result = run_llama_cpp(path, prompt[0].tolist(), args.tokens, args.prefill, args.threads)
             nbytes = gguf_weight_bytes(path)
         return {"weight_bytes": nbytes, "decode": result["decode"], "batched": None, "prefill": result["prefill"],
-                "resident_gb": resident_gb()}
+                "bandwidth": bandwidth, "resident_gb": resident_gb()}
     # never let the recompile limit drop a shape to eager unnoticed
     torch._dynamo.config.recompile_limit = 64
     torch._dynamo.config.fail_on_recompile_limit_hit = True
     cpu_inductor_freezing()
     r = run_torchao(base, torchao_configs()[name], prompt, args.tokens, args.prefill, args.batch)
     return {"weight_bytes": r["weight_bytes"], "decode": r["decode_1"], "batched": r[f"decode_{args.batch}"],
-            "prefill": r["prefill"], "resident_gb": resident_gb()}
+            "prefill": r["prefill"], "bandwidth": bandwidth, "resident_gb": resident_gb()}
 
 
 def measure_in_subprocess(engine: str, name: str, argv: list) -> dict:
@@ -235,7 +237,8 @@ def table_row(name: str, nbytes: int, decode: float, batched, prefill: dict, ban
     gbs = nbytes * decode / 1e9
     batched_cell = "-" if batched is None else f"{batched:.1f} ({batched / decode:.1f}x)"
     cells = " | ".join(f"{rate:.0f}" for rate in prefill.values())
-    return (f"| {name} | {nbytes / 2**20:.0f} | {decode:.1f} | {gbs:.1f} | {gbs / bandwidth:.0%} | {batched_cell} | "
+    return (f"| {name} | {nbytes / 2**20:.0f} | {decode:.1f} | {gbs:.1f} | {bandwidth:.1f} | {gbs / bandwidth:.0%} | "
+            f"{batched_cell} | "
             f"{cells} |")
 
 
@@ -256,21 +259,21 @@ def main(argv=None) -> int:
     if args.worker:
         print(json.dumps(measure_one(*args.worker, args)))
         return 0
-    bandwidth = read_bandwidth()
     runs = [("llama.cpp", kind) for kind in llama_cpp_formats() if "llama.cpp" in args.engines]
     runs += [("torchao", name) for name in torchao_configs() if "torchao" in args.engines and name in args.configs]
-    rows = []
+    rows, bandwidths = [], []
     for engine, name in runs:
         r = measure_in_subprocess(engine, name, argv)
+        bandwidths.append(r["bandwidth"])
         rows.append(table_row(f"{engine} {name}", r["weight_bytes"], r["decode"], r["batched"], r["prefill"],
-                              bandwidth, args.batch))
+                              r["bandwidth"], args.batch))
         print(f"  {rows[-1]}  (resident {r['resident_gb']:.1f} GB)", file=sys.stderr, flush=True)
     print(f"\n{args.shape} Llama shape, random weights, {args.threads} threads, torch {torch.__version__}; "
-          f"{args.tokens} greedy tokens after a {PROMPT}-token prompt; read bandwidth (1 GiB torch.sum) "
-          f"{bandwidth:.1f} GB/s\n")
+          f"{args.tokens} greedy tokens after a {PROMPT}-token prompt; read bandwidth (1 GiB torch.sum, "
+          f"measured by each row's process before its model) {min(bandwidths):.1f}-{max(bandwidths):.1f} GB/s\n")
     prefill_cols = " | ".join(f"prefill {n} tok/s" for n in args.prefill)
-    print(f"| engine, format | weights MB | decode tok/s | GB/s | of bw | batch {args.batch} tok/s | {prefill_cols} |")
-    print("|---|---:|---:|---:|---:|---:|" + "---:|" * len(args.prefill))
+    print(f"| engine, format | weights MB | decode tok/s | GB/s | bw GB/s | of bw | batch {args.batch} tok/s | {prefill_cols} |")
+    print("|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(args.prefill))
     print("\n".join(rows))
     return 0
 
