@@ -50,12 +50,11 @@ TORCHAO_AVX512 void prepare_rows(const Int4AmxActivations& x, int64_t group, uin
     }
 }
 
-// B tiles of one group (``steps`` k-steps from k = t0) for the two 16-channel blocks of half h of a 64-channel
-// block: low nibbles (channels 16 h ..) into lo, high nibbles (channels 32 + 16 h ..) into hi; tile s at + s * 512
-TORCHAO_AVX512 void unpack_group(const uint8_t* block_data, int64_t half, int64_t t0, int64_t steps, uint16_t* lo,
-                                 uint16_t* hi) {
-  for (int64_t p = 0; p < steps * 16; ++p) {
-    const int64_t t = t0 + 2 * p;
+// The B tiles of the 32-k step from k = k0 for the two 16-channel blocks of half h of a 64-channel block: low
+// nibbles (channels 16 h ..) into lo, high nibbles (channels 32 + 16 h ..) into hi
+TORCHAO_AVX512 void unpack_step(const uint8_t* block_data, int64_t half, int64_t k0, uint16_t* lo, uint16_t* hi) {
+  for (int64_t p = 0; p < 16; ++p) {
+    const int64_t t = k0 + 2 * p;
     if (half == 0) prefetch_stream(block_data + t * 32);  // the second half reads the block again, from L2
     const __m128i even = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block_data + t * 32 + 16 * half));
     const __m128i odd = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block_data + (t + 1) * 32 + 16 * half));
@@ -67,41 +66,61 @@ TORCHAO_AVX512 void unpack_group(const uint8_t* block_data, int64_t half, int64_
   }
 }
 
+// One group's epilogue for R rows: totals += s C + (z - 136 s) X, with C the group's two stored tile sums (lo at
+// c, hi at c + 256)
+template <int R>
+TORCHAO_AVX512 inline void add_group(const Problem& p, int64_t g, int64_t n_lo, int64_t n_hi, const float* c,
+                                     __m512 total_lo[R], __m512 total_hi[R]) {
+  const int64_t groups = p.k / p.group;
+  const __m512 offset = _mm512_set1_ps(-136.f);
+  __m512 s_lo, z_lo, s_hi, z_hi;
+  load_group_scales(p.sz, p.sz_width, p.n, g, n_lo, s_lo, z_lo);
+  load_group_scales(p.sz, p.sz_width, p.n, g, n_hi, s_hi, z_hi);
+  z_lo = _mm512_fmadd_ps(offset, s_lo, z_lo);  // z - 136 s
+  z_hi = _mm512_fmadd_ps(offset, s_hi, z_hi);
+  for (int r = 0; r < R; ++r) {
+    const __m512 x = _mm512_set1_ps(p.xsum[r * groups + g]);
+    const __m512 c_lo = _mm512_loadu_ps(c + r * 16), c_hi = _mm512_loadu_ps(c + 256 + r * 16);
+    total_lo[r] = _mm512_fmadd_ps(s_lo, c_lo, _mm512_fmadd_ps(z_lo, x, total_lo[r]));
+    total_hi[r] = _mm512_fmadd_ps(s_hi, c_hi, _mm512_fmadd_ps(z_hi, x, total_hi[r]));
+  }
+}
+
+// Software-pipelined over the 32-k steps: while step t's tile dot products run, the vector units unpack step
+// t + 1's B tiles (into the other of two buffers: b_tiles holds 2 x 2 tiles, so any group size stays in L1), and
+// at a group's last step they add the previous group's stored sums (from the other of two C buffers, c_tiles
+// 2 x 512 floats)
 template <typename T, int R>
 TORCHAO_AMX void half_block(const Problem& p, int64_t block, int64_t half, uint16_t* b_tiles, float* c_tiles,
                             T* out) {
   const uint8_t* data = p.packed + block * kInt4BlockN * (p.k / 2);
-  const int64_t steps = p.group / kTileK, groups = p.k / p.group;
+  const int64_t steps = p.group / kTileK, total_steps = p.k / kTileK, groups = p.k / p.group;
   const int64_t n_lo = block * kInt4BlockN + 16 * half, n_hi = n_lo + 32;
-  uint16_t *lo = b_tiles, *hi = b_tiles + steps * 512;
-  const __m512 offset = _mm512_set1_ps(-136.f);
+  const auto lo = [&](int64_t t) { return b_tiles + (t & 1) * 2 * 512; };
+  const auto hi = [&](int64_t t) { return lo(t) + 512; };
+  const auto sums = [&](int64_t g) { return c_tiles + (g & 1) * 512; };
   __m512 total_lo[R], total_hi[R];
   for (int r = 0; r < R; ++r) total_lo[r] = total_hi[r] = _mm512_setzero_ps();
-  for (int64_t g = 0; g < groups; ++g) {
-    unpack_group(data, half, g * p.group, steps, lo, hi);
-    _tile_zero(0);
-    _tile_zero(1);
-    for (int64_t s = 0; s < steps; ++s) {
-      _tile_loadd(2, p.x + (g * steps + s) * R * kTileK, 64);
-      _tile_loadd(3, lo + s * 512, 64);
-      _tile_dpbf16ps(0, 2, 3);
-      _tile_loadd(4, hi + s * 512, 64);
-      _tile_dpbf16ps(1, 2, 4);
+  unpack_step(data, half, 0, lo(0), hi(0));
+  for (int64_t t = 0; t < total_steps; ++t) {
+    const int64_t g = t / steps, s = t % steps;
+    if (s == 0) {
+      _tile_zero(0);
+      _tile_zero(1);
     }
-    _tile_stored(0, c_tiles, 64);
-    _tile_stored(1, c_tiles + 256, 64);
-    __m512 s_lo, z_lo, s_hi, z_hi;
-    load_group_scales(p.sz, p.sz_width, p.n, g, n_lo, s_lo, z_lo);
-    load_group_scales(p.sz, p.sz_width, p.n, g, n_hi, s_hi, z_hi);
-    z_lo = _mm512_fmadd_ps(offset, s_lo, z_lo);  // z - 136 s
-    z_hi = _mm512_fmadd_ps(offset, s_hi, z_hi);
-    for (int r = 0; r < R; ++r) {
-      const __m512 x = _mm512_set1_ps(p.xsum[r * groups + g]);
-      const __m512 c_lo = _mm512_loadu_ps(c_tiles + r * 16), c_hi = _mm512_loadu_ps(c_tiles + 256 + r * 16);
-      total_lo[r] = _mm512_fmadd_ps(s_lo, c_lo, _mm512_fmadd_ps(z_lo, x, total_lo[r]));
-      total_hi[r] = _mm512_fmadd_ps(s_hi, c_hi, _mm512_fmadd_ps(z_hi, x, total_hi[r]));
+    _tile_loadd(2, p.x + t * R * kTileK, 64);
+    _tile_loadd(3, lo(t), 64);
+    _tile_dpbf16ps(0, 2, 3);
+    _tile_loadd(4, hi(t), 64);
+    _tile_dpbf16ps(1, 2, 4);
+    if (t + 1 < total_steps) unpack_step(data, half, (t + 1) * kTileK, lo(t + 1), hi(t + 1));
+    if (s == steps - 1) {
+      if (g > 0) add_group<R>(p, g - 1, n_lo, n_hi, sums(g - 1), total_lo, total_hi);
+      _tile_stored(0, sums(g), 64);
+      _tile_stored(1, sums(g) + 256, 64);
     }
   }
+  add_group<R>(p, groups - 1, n_lo, n_hi, sums(groups - 1), total_lo, total_hi);
   for (int r = 0; r < R; ++r) {
     const __m512 a = _mm512_set1_ps(p.row_scale != nullptr ? p.row_scale[r] : 1.f);
     store16(out + r * p.n + n_lo, 0xFFFF, _mm512_mul_ps(a, total_lo[r]));
@@ -114,8 +133,8 @@ void run(const Problem& p, T* out) {
   at::parallel_for(0, p.n / kInt4BlockN, 1, [&](int64_t begin, int64_t end) {
     thread_local AlignedBuffer<uint16_t> b_tiles;
     thread_local AlignedBuffer<float> c_tiles;
-    b_tiles.reserve(2 * (p.group / kTileK) * 512);
-    c_tiles.reserve(512);
+    b_tiles.reserve(4 * 512);
+    c_tiles.reserve(2 * 512);
     configure_tiles(R);
     for (int64_t block = begin; block < end; ++block)
       for (int64_t half = 0; half < 2; ++half) half_block<T, R>(p, block, half, b_tiles.get(), c_tiles.get(), out);
