@@ -37,10 +37,14 @@ def random_int4_weight(n, k, group, seed):
     return cpu_kernels.int4_cpu_pack(q), torch.stack([scales, zeros], -1), dequantized
 
 
-def kernel_weight(weight: torch.Tensor, m: int) -> torch.Tensor:
-    """The float64 weight an int4 kernel (weight-only or 8da4w) multiplies for ``m`` rows and a group of a multiple
-    of 32: exact, or rounded to bf16 where the dequantizing AMX kernel runs (AMX CPUs, more than AMX_FEW_ROWS)."""
-    dequantizing = cpu_kernels.CPU_HAS_AMX_BF16 and m > cpu_kernels.AMX_FEW_ROWS
+def kernel_weight(weight: torch.Tensor, m: int, weight_only: bool = True) -> torch.Tensor:
+    """The float64 (N, K) weight an int4 kernel (weight-only or 8da4w) multiplies for ``m`` rows and a group of a
+    multiple of 32: exact, or rounded to bf16 where a dequantizing kernel runs (AMX CPUs: more than AMX_FEW_ROWS;
+    weight-only on AVX-512 BF16 CPUs without AMX: from AVX512_INT4_GEMM_MIN_ROWS rows, K a multiple of 32)."""
+    amx = cpu_kernels.CPU_HAS_AMX_BF16
+    dequantizing = (amx and m > cpu_kernels.AMX_FEW_ROWS) or (
+        weight_only and not amx and cpu_kernels.CPU_HAS_AVX512_BF16 and m >= cpu_kernels.AVX512_INT4_GEMM_MIN_ROWS
+        and weight.shape[1] % 32 == 0)
     return weight.to(torch.bfloat16).double() if dequantizing else weight
 
 
@@ -100,7 +104,7 @@ class TestInt8DynamicInt4Kernel(TestCase):
                         out = cpu_kernels.int8_dynamic_int4_mm(q, scale, zero, packed, group, scales_and_zeros,
                                                                torch.float32)
                         zero64 = 0 if zero is None else zero.double()[:, None]
-                        rounded = kernel_weight(weight, m)
+                        rounded = kernel_weight(weight, m, weight_only=False)
                         reference = (scale.double()[:, None] * (q.double() - zero64)) @ rounded.t()
                         self.assertEqual(out.shape, (m, n))
                         self.assertLess(relative(out, reference), 1e-5)

@@ -22,6 +22,7 @@
 #include "amx_weight_gemm.h"
 #include "cpu_features.h"
 #include "host_helpers.h"
+#include "int4_bf16_weights.h"
 #include "int4_cpu_packing.h"
 #include "prefetch.h"
 #include "tiles.h"
@@ -221,14 +222,20 @@ at::Tensor int4_weight_only_gemv(const at::Tensor& x, const at::Tensor& packed, 
                                               group_size, torchao_cpp::kAmxMinRowsInt4, x.options()))
     return *out;
   const std::vector<at::BFloat16> xb = torchao_cpp::to_bfloat16(x);
+  const auto* scales = reinterpret_cast<const uint16_t*>(sc.data_ptr<at::BFloat16>());
+  if (m >= torchao_cpp::kAvx512Int4GemmMinRows && k % torchao_cpp::kTileK == 0 && torchao_cpp::use_avx512_bf16()) {
+    torchao_cpp::FloatOutput out(m, n, x.scalar_type(), x.options());
+    torchao_cpp::int4_weight_gemm_avx512(reinterpret_cast<const uint16_t*>(xb.data()), m,
+                                         {pc.data_ptr<uint8_t>(), scales, k, n, group_size, sz.size(2)}, out);
+    return out.tensor();
+  }
   const int64_t groups = k / group_size;
   std::vector<float> xsum(m * groups, 0.f);
   for (int64_t i = 0; i < m; ++i)
     for (int64_t t = 0; t < k; ++t) xsum[i * groups + t / group_size] += static_cast<float>(xb[i * k + t]);
   torchao_cpp::FloatOutput out(m, n, x.scalar_type(), x.options());
   const Problem p{reinterpret_cast<const uint16_t*>(xb.data()), xsum.data(), pc.data_ptr<uint8_t>(),
-                  reinterpret_cast<const uint16_t*>(sc.data_ptr<at::BFloat16>()), out.values(), m, k, n,
-                  group_size, sz.size(2)};
+                  scales, out.values(), m, k, n, group_size, sz.size(2)};
   out.parallel_columns(n / kBlockN, kBlockN, 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) run_block(p, b);
   });
