@@ -335,15 +335,19 @@ _GEMV_INT4_MAX_ROWS_AMX = ((1, _ANY_ROWS),)
 def _bf16_int4_gemv_runs(x: torch.Tensor, n, scales_and_zeros_dtype: torch.dtype) -> bool:
     """Whether int4 weight-only runs our bf16 x int4 C++ kernel: float32 / bfloat16 input, bfloat16 scales,
     aten's AVX-512 packing with N a multiple of 64, a CPU with AVX-512 BF16 (elsewhere its scalar path would be
-    slower than aten), and M within _GEMV_INT4_MAX_ROWS (_AMX on AMX CPUs) for the number of 64-channel blocks (a
-    symbolic M only where any M is)."""
+    slower than aten), and M within _GEMV_INT4_MAX_ROWS (_AMX on AMX CPUs) for the number of 64-channel blocks or,
+    without AMX, from AVX512_INT4_GEMM_MIN_ROWS rows for K a multiple of 32 (a symbolic M only where any M is)."""
     if not (isinstance(n, int) and n % _INT4_BLOCK_N == 0):
         return False
     limits = _GEMV_INT4_MAX_ROWS_AMX if CPU_HAS_AMX_BF16 else _GEMV_INT4_MAX_ROWS
     max_rows = next((rows for fewest, rows in limits if n // _INT4_BLOCK_N >= fewest), 0)
     m = x.shape[0]
+    # the dequantizing GEMM (M >= AVX512_INT4_GEMM_MIN_ROWS) beats aten at every width: 256x2048, 512x2048,
+    # 256x5632 at M = 32..512 1.5-2.3x aten's kernel
+    gemm = (not CPU_HAS_AMX_BF16 and isinstance(m, int) and m >= AVX512_INT4_GEMM_MIN_ROWS
+            and isinstance(x.shape[1], int) and x.shape[1] % 32 == 0)
     return (
-        (max_rows == _ANY_ROWS or (isinstance(m, int) and m <= max_rows))
+        (max_rows == _ANY_ROWS or (isinstance(m, int) and m <= max_rows) or gemm)
         and x.dtype in (torch.float32, torch.bfloat16) and scales_and_zeros_dtype == torch.bfloat16
         and CPU_HAS_AVX512_BF16 and INT4_PACKING_IS_BLOCKED_BY_64 and cpp_kernels_available()
     )
