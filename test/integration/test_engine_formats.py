@@ -30,14 +30,20 @@ from torchao.quantization import (
 )
 
 #: name -> (config, bound on bf16 argmax agreement with auto-round's loader over 128 positions; measured
-#: 2026-11-25: 0.992, 0.992, 0.984, 1.0, 0.992)
+#: 2026-11-25: 0.992, 0.992, 0.984, 1.0, 0.992; w4g64 0.984 on 2026-12-04 with the dequantizing int4 GEMM on
+#: AVX-512 without AMX, where both loaders are 0.977 from the float64 reference's argmax and within 0.2% of
+#: each other's relative error to it: near-ties, not a worse kernel, which the float64 check below pins)
 SCHEMES = {
-    "w4g64": (Int4WeightOnlyConfig(64, zero_point_domain=ZeroPointDomain.INT), 0.99),
+    "w4g64": (Int4WeightOnlyConfig(64, zero_point_domain=ZeroPointDomain.INT), 0.98),
     "w3g32": (IntxWeightOnlyConfig(3, 32), 0.98),
     "w2g64": (IntxWeightOnlyConfig(2, 64), 0.97),
     "w8-per-channel": (IntxWeightOnlyConfig(8, None), 0.99),
     "w4g128-sym": (IntxWeightOnlyConfig(4, 128, sym=True), 0.99),
 }
+#: name -> bound on (our bf16 logits' relative error to the float64 computation on the same weights) / (auto-round
+#: loader's, which dequantizes to float16); measured 2026-12-04 (AMD EPYC, no AMX): 1.002, 1.010, 2.21, 1.12, 1.0.
+#: The 2-bit gap is not from the int4 kernels and is not yet explained.
+FLOAT64_ERROR_RATIO = {"w4g64": 1.05, "w3g32": 1.05, "w2g64": 2.5, "w8-per-channel": 1.25, "w4g128-sym": 1.05}
 #: the GGUF names of a Llama block's Linear layers
 GGUF_NAMES = {"q_proj": "blk.{}.attn_q.weight", "k_proj": "blk.{}.attn_k.weight", "v_proj": "blk.{}.attn_v.weight",
               "o_proj": "blk.{}.attn_output.weight", "gate_proj": "blk.{}.ffn_gate.weight",
@@ -65,6 +71,21 @@ def heldout_ids():
 def logits(model, ids):
     with torch.no_grad():
         return model(ids).logits.float()
+
+
+def float64_reference(model):
+    """A float64 copy of ``model`` whose quantized Linear layers hold their dequantized weights."""
+    import copy
+
+    reference = copy.deepcopy(model)
+    for module in reference.modules():
+        if isinstance(getattr(module, "weight", None), AffineQuantizedTensor):
+            module.weight = torch.nn.Parameter(module.weight.dequantize(torch.float64), requires_grad=False)
+    return reference.double()
+
+
+def relative_error(x, reference):
+    return ((x.double() - reference).norm() / reference.norm()).item()
 
 
 def their_weight(linear, k):
@@ -134,6 +155,10 @@ class TestExports(TestCase):
                 # the same weights, different kernels (bf16 int4 / int8 kernels vs float16 dequantize + matmul)
                 self.assertLess(((a - b).norm() / b.norm()).item(), 0.015)
                 self.assertGreaterEqual((a.argmax(-1) == b.argmax(-1)).float().mean().item(), agreement)
+                # and ours is as close as theirs to the float64 computation on the same weights
+                reference = logits(float64_reference(ours32), ids).double()
+                ratio = relative_error(a, reference) / relative_error(b, reference)
+                self.assertLessEqual(ratio, FLOAT64_ERROR_RATIO[name], msg=f"{name}: our error / theirs")
 
     def test_gptq_layout_round_trips(self):
         ids = heldout_ids()
