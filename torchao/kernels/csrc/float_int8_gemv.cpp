@@ -7,7 +7,8 @@
 //   out (M, N) x.dtype = s[n] * sum_k x[m, k] * w[n, k]
 // One row (or float16 x): float32 products (AVX-512 FMA), 4 rows per pass over the weights. More rows of
 // float32 / bfloat16 x: x rounded to bfloat16 (as aten's int8 kernel does) and bfloat16 dot products (AVX-512
-// BF16; every int8 is exact in bfloat16), twice the multiply-adds per instruction, in tiles of 4 channels x 4 rows.
+// BF16; every int8 is exact in bfloat16), twice the multiply-adds per instruction, in tiles of 4 channels x 4 rows
+// (past 4 rows each tile's weights are converted to bfloat16 once per call and reused by every row tile).
 // Weights stream from memory one sequential stream per thread with a software prefetch ahead of it
 // (prefetch.h).
 
@@ -97,35 +98,71 @@ AVX512_BF16 inline __m512bh weights_bf16(const int8_t* at, int64_t left) {
 }
 
 // C output channels [n, n + C) x rows [i, i + R) by bfloat16 pairs: each weight vector serves R rows and each
-// activation vector C channels (so the activations, read from L1 / L2, cost 1 / C of a load per product)
+// activation vector C channels (so the activations, read from L1 / L2, cost 1 / C of a load per product). The
+// weights come from int8 memory (converted here), or, with ``wb``, from C rows of kpad bfloat16 values that
+// convert_channels_bf16 made once for every row tile of the call.
 template <int C, int R>
-AVX512_BF16 void tile_bf16(const Problem& p, int64_t n, int64_t i) {
+AVX512_BF16 void tile_bf16(const Problem& p, int64_t n, int64_t i, const uint16_t* wb, int64_t kpad) {
+  // fields in locals and fully unrolled tile loops: otherwise GCC keeps the accumulators on the stack
+  const int64_t k = p.k;
+  const uint16_t* x_rows = p.xb + i * k;
+  const int8_t* w_rows = p.w + n * k;
   __m512 acc[C][R];
+#pragma GCC unroll 16
   for (int c = 0; c < C; ++c)
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) acc[c][r] = _mm512_setzero_ps();
-  for (int64_t t = 0; t < p.k; t += 32) {
-    const int64_t left = p.k - t;
+  for (int64_t t = 0; t < k; t += 32) {
+    const int64_t left = k - t;
     const __mmask32 mask = left >= 32 ? ~__mmask32(0) : static_cast<__mmask32>((1u << left) - 1);
     __m512bh w[C];
+#pragma GCC unroll 16
     for (int c = 0; c < C; ++c) {
-      const int8_t* row = p.w + (n + c) * p.k + t;
-      torchao_cpp::prefetch_stream(row);
-      w[c] = weights_bf16(row, left);
+      if (wb != nullptr) {
+        w[c] = (__m512bh)_mm512_loadu_si512(wb + c * kpad + t);
+      } else {
+        const int8_t* row = w_rows + c * k + t;
+        torchao_cpp::prefetch_stream(row);
+        w[c] = weights_bf16(row, left);
+      }
     }
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
-      const __m512bh x = (__m512bh)_mm512_maskz_loadu_epi16(mask, p.xb + (i + r) * p.k + t);
+      const __m512bh x = (__m512bh)_mm512_maskz_loadu_epi16(mask, x_rows + r * k + t);
+#pragma GCC unroll 16
       for (int c = 0; c < C; ++c) acc[c][r] = _mm512_dpbf16_ps(acc[c][r], w[c], x);
     }
   }
+#pragma GCC unroll 16
   for (int c = 0; c < C; ++c)
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) p.out[(i + r) * p.n + n + c] = p.s[n + c] * _mm512_reduce_add_ps(acc[c][r]);
 }
 
-// channels [n0, n1) x all rows in tiles of kChannelsBf16 x kRowsBf16
+// weight rows [n, n + channels) as bfloat16 into wb (channels x kpad, zeros after K; kpad a multiple of 32)
+AVX512_BF16 void convert_channels_bf16(const Problem& p, int64_t n, int64_t channels, uint16_t* wb, int64_t kpad) {
+  for (int64_t c = 0; c < channels; ++c) {
+    const int8_t* row = p.w + (n + c) * p.k;
+    for (int64_t t = 0; t < kpad; t += 32) {
+      torchao_cpp::prefetch_stream(row + t);
+      _mm512_storeu_si512(wb + c * kpad + t, (__m512i)weights_bf16(row + t, p.k - t));
+    }
+  }
+}
+
+// channels [n0, n1) x all rows in tiles of kChannelsBf16 x kRowsBf16. With more rows than one tile, each
+// channel tile's weights are converted to bfloat16 once (into a per-thread buffer, L1 / L2 sized) instead of
+// once per row tile: at M = 8..16 the int8 -> bfloat16 conversion, not the products, bounded the kernel.
 void run_channels_bf16(const Problem& p, int64_t n0, int64_t n1) {
+  const bool convert_once = p.m > kRowsBf16;
+  const int64_t kpad = (p.k + 31) / 32 * 32;
+  thread_local std::vector<uint16_t> converted;
+  if (convert_once) converted.resize(kChannelsBf16 * kpad);
+  uint16_t* wb = convert_once ? converted.data() : nullptr;
   torchao_cpp::for_each_tile<kChannelsBf16>(n1 - n0, [&](auto channels, int64_t c) {
+    if (convert_once) convert_channels_bf16(p, n0 + c, decltype(channels)::value, wb, kpad);
     torchao_cpp::for_each_tile<kRowsBf16>(p.m, [&](auto rows, int64_t i) {
-      tile_bf16<decltype(channels)::value, decltype(rows)::value>(p, n0 + c, i);
+      tile_bf16<decltype(channels)::value, decltype(rows)::value>(p, n0 + c, i, wb, kpad);
     });
   });
 }
