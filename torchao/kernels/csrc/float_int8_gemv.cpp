@@ -152,7 +152,8 @@ AVX512_BF16 void convert_channels_bf16(const Problem& p, int64_t n, int64_t chan
 
 // channels [n0, n1) x all rows in tiles of kChannelsBf16 x kRowsBf16. With more rows than one tile, each
 // channel tile's weights are converted to bfloat16 once (into a per-thread buffer, L1 / L2 sized) instead of
-// once per row tile: at M = 8..16 the int8 -> bfloat16 conversion, not the products, bounded the kernel.
+// once per row tile (2 threads, AMD EPYC, register-resident tiles: 1.5-1.9x at M = 8 and 16 on 2048x2048,
+// 2048x5632 and 5632x2048).
 void run_channels_bf16(const Problem& p, int64_t n0, int64_t n1) {
   const bool convert_once = p.m > kRowsBf16;
   const int64_t kpad = (p.k + 31) / 32 * 32;
