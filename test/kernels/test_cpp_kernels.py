@@ -145,6 +145,34 @@ class TestInt8DynamicInt4Kernel(TestCase):
         self.assertLess(relative(outputs[1][2], outputs[0][2]), 1e-6)  # float sums in another order
         self.assertLess(relative(outputs[1][3], outputs[0][3]), 1e-5)
 
+    def test_vbmi_and_plain_vnni_agree(self):
+        """From 2 rows the VNNI kernel with VBMI transposes (natural channel order, 512-bit dot products) and the
+        one without (TORCHAO_CPU_NO_VBMI=1) give the same exact int32 sums; only the fp32 epilogue's order differs
+        (< 1e-6). Row counts across the 4-row tiles, asymmetric and symmetric activations, (s, z) pairs and scales
+        only, groups 32 to 256."""
+        script = textwrap.dedent("""
+            import sys, torch
+            sys.path.insert(0, %r)
+            from test_cpp_kernels import random_int4_weight
+            from torchao.kernels import cpu
+            results = []
+            for n, k, group in ((64, 256, 32), (192, 640, 128), (128, 512, 256)):
+                packed, sz, _ = random_int4_weight(n, k, group, seed=n + k)
+                for m in (2, 3, 4, 5, 7, 9):
+                    g = torch.Generator().manual_seed(m)
+                    q = torch.randint(-128, 128, (m, k), dtype=torch.int8, generator=g)
+                    scale = torch.rand(m, generator=g) + 0.1
+                    zero = torch.randint(-40, 40, (m,), dtype=torch.int32, generator=g)
+                    for z, s in ((zero, sz), (None, sz), (zero, sz[..., :1].contiguous())):
+                        results.append(cpu.int8_dynamic_int4_mm(q, scale, z, packed, group, s, torch.float32))
+            torch.save(results, sys.argv[1])
+        """) % os.path.dirname(os.path.abspath(__file__))
+        with_vbmi = outputs_in_subprocess(self, script, {"TORCHAO_CPU_NO_AMX": "1"})
+        without = outputs_in_subprocess(self, script, {"TORCHAO_CPU_NO_AMX": "1", "TORCHAO_CPU_NO_VBMI": "1"})
+        self.assertEqual(len(with_vbmi), 54)
+        for a, b in zip(with_vbmi, without):
+            self.assertLess(relative(a, b), 1e-6)
+
     def test_scales_only_and_16_bit_outputs(self):
         """Scales only ((K/G, N, 1), zeros 0) give the same floats as (s, 0) pairs; bf16 / fp16 outputs are the
         float32 output rounded (bit-equal), on the one-row and the many-row paths."""

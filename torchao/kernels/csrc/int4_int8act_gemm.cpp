@@ -25,7 +25,9 @@
 #include "host_helpers.h"
 #include "prefetch.h"
 #include "int4_cpu_packing.h"
+#include "tiles.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <cstring>
@@ -45,6 +47,7 @@ struct Problem {
   float* out;
   int64_t m, k, n, group;
   int64_t sz_width;  // 2: (s, z) pairs; 1: scales only
+  bool zero_x;       // every zx is 0 (symmetric activations)
 };
 
 // float epilogue of one group for one row and 16 consecutive channels (natural order)
@@ -163,6 +166,14 @@ VNNI void block_one_row_vnni(const Problem& p, int64_t block) {
 
 constexpr int64_t kMaxGroup = 256;
 
+// acc += the 4-byte dot products of q (unsigned) and x (signed) per 32-bit lane (vpdpbusd). Inline assembly
+// ties acc to one register: GCC (13) compiled the intrinsic in a 4 x 4 tile loop with two register copies per
+// dot product (in and out of the loop-carried accumulator), half the instructions of the loop.
+template <typename Vector>
+VNNI inline void dpbusd(Vector& acc, Vector q, Vector x) {
+  asm("vpdpbusd %[x], %[q], %[acc]" : [acc] "+v"(acc) : [q] "v"(q), [x] "v"(x));
+}
+
 // Rows [i, i + R) of one group from the transposed buffer (R rows share each buffer load): int32 dot
 // products D by VNNI, then a * (s * (D - zx Q + 8 zx G - 8 X) + z * (X - zx G)) added to the output.
 template <int R>
@@ -183,7 +194,7 @@ VNNI inline void rows_from_buffer(const Problem& p, int64_t block, int64_t g, in
     }
     for (int v = 0; v < 8; ++v) {
       const __m256i q = _mm256_load_si256(&buffer[step][v]);
-      for (int r = 0; r < R; ++r) dot[r][v] = _mm256_dpbusd_epi32(dot[r][v], q, x4[r]);
+      for (int r = 0; r < R; ++r) dpbusd(dot[r][v], q, x4[r]);
     }
   }
   for (int r = 0; r < R; ++r) {
@@ -229,6 +240,120 @@ VNNI void block_vnni(const Problem& p, int64_t block) {
     if (i < p.m) rows_from_buffer<1>(p, block, g, i, buffer, qf, s, z);
   }
 }
+
+#define VNNI_VBMI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")))
+
+// The byte permutes of transpose_nibbles_vbmi: from the 128 bytes of 4 k-rows (32 bytes each), byte r of 32-bit
+// lane j of output h is byte 32 r + 16 h + j (k-row r of channel 16 h + j's byte)
+struct TransposeOrder {
+  alignas(64) uint8_t bytes[2][64] = {};
+  constexpr TransposeOrder() {
+    for (int h = 0; h < 2; ++h)
+      for (int j = 0; j < 16; ++j)
+        for (int r = 0; r < 4; ++r) bytes[h][4 * j + r] = static_cast<uint8_t>(32 * r + 16 * h + j);
+  }
+};
+constexpr TransposeOrder kTransposeOrder;
+
+// 4 k-rows of one block (128 bytes) -> 4 vectors of q (0..15) in natural channel order: vector v's 32-bit lane j
+// holds channel 16 v + j's q at k .. k + 3. Two byte permutes (AVX-512 VBMI), then the low nibbles (channels
+// 0..31) and the high ones (32..63).
+VNNI_VBMI inline void transpose_nibbles_vbmi(const uint8_t* rows, const __m512i order[2], __m512i q[4]) {
+  const __m512i low = _mm512_set1_epi8(0x0F);
+  const __m512i first = _mm512_loadu_si512(rows), second = _mm512_loadu_si512(rows + 64);
+  for (int h = 0; h < 2; ++h) {
+    const __m512i bytes = _mm512_permutex2var_epi8(first, order[h], second);
+    q[h] = _mm512_and_si512(bytes, low);
+    q[h + 2] = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), low);
+  }
+}
+
+// What a group adds for every row, per 16 channels in natural order: s, z - 8 s, and (asymmetric activations) Q
+struct GroupTerms {
+  __m512 s[4], shifted_z[4], q[4];
+};
+
+// Rows [i, i + R) of one group from the transposed buffer (natural order, R rows share each buffer load): int32
+// dot products D by 512-bit VNNI, then out += a * (s * D' + (z - 8 s) * X') with D' = D - zx Q, X' = X - zx G
+// (the same sum as group_value).
+template <int R, bool kZeroX>
+VNNI_VBMI inline void rows_from_natural_buffer(const Problem& p, int64_t block, int64_t g, int64_t i,
+                                               const __m512i buffer[][4], const GroupTerms& terms) {
+  const int64_t groups = p.k / p.group, steps = p.group / 4;
+  __m512i dot[R][4];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; ++v) dot[r][v] = _mm512_setzero_si512();
+  const int8_t* x = p.xq + i * p.k + g * p.group;
+  for (int64_t step = 0; step < steps; ++step) {
+    __m512i x4[R];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      int32_t four;
+      std::memcpy(&four, x + r * p.k + step * 4, sizeof(four));
+      x4[r] = _mm512_set1_epi32(four);
+    }
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; ++v) {
+      const __m512i q = _mm512_load_si512(&buffer[step][v]);
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r) dpbusd(dot[r][v], q, x4[r]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+    const float zx = static_cast<float>(p.zx[i + r]);
+    const __m512 x_centered = _mm512_set1_ps(static_cast<float>(p.xsum[(i + r) * groups + g]) -
+                                             zx * static_cast<float>(p.group));
+    const __m512 a = _mm512_set1_ps(p.a[i + r]);
+    float* o = p.out + (i + r) * p.n + block * kBlockN;
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; ++v) {
+      __m512 d = _mm512_cvtepi32_ps(dot[r][v]);
+      if (!kZeroX) d = _mm512_fnmadd_ps(_mm512_set1_ps(zx), terms.q[v], d);
+      const __m512 value = _mm512_fmadd_ps(terms.s[v], d, _mm512_mul_ps(terms.shifted_z[v], x_centered));
+      _mm512_storeu_ps(o + 16 * v, _mm512_fmadd_ps(a, value, _mm512_loadu_ps(o + 16 * v)));
+    }
+  }
+}
+
+constexpr int kNaturalRows = 4;  // rows per pass over a group's buffer: 16 accumulators
+
+// block_vnni with AVX-512 VBMI: the nibbles transposed straight into natural channel order (no reordering of the
+// sums), 512-bit dot products, 4 rows a pass; the weight sums Q only for asymmetric activations.
+template <bool kZeroX>
+VNNI_VBMI void block_vnni_vbmi(const Problem& p, int64_t block) {
+  const uint8_t* data = p.packed + block * kBlockN * (p.k / 2);
+  const int64_t groups = p.k / p.group, steps = p.group / 4;
+  const __m512i order[2] = {_mm512_load_si512(kTransposeOrder.bytes[0]), _mm512_load_si512(kTransposeOrder.bytes[1])};
+  const __m512i ones = _mm512_set1_epi8(1);
+  alignas(64) __m512i buffer[kMaxGroup / 4][4];
+  for (int64_t i = 0; i < p.m; ++i)
+    for (int v = 0; v < 4; ++v) _mm512_storeu_ps(p.out + i * p.n + block * kBlockN + v * 16, _mm512_setzero_ps());
+  for (int64_t g = 0; g < groups; ++g) {
+    __m512i qsum[4];
+    for (int v = 0; v < 4; ++v) qsum[v] = _mm512_setzero_si512();
+    for (int64_t step = 0; step < steps; ++step) {
+      const uint8_t* rows = data + (g * p.group + step * 4) * 32;
+      torchao_cpp::prefetch_stream(rows);
+      torchao_cpp::prefetch_stream(rows + 64);
+      transpose_nibbles_vbmi(rows, order, buffer[step]);
+      if (!kZeroX)
+        for (int v = 0; v < 4; ++v) qsum[v] = _mm512_dpbusd_epi32(qsum[v], buffer[step][v], ones);
+    }
+    GroupTerms terms;
+    for (int v = 0; v < 4; ++v) {
+      __m512 z;
+      load_scales(p, g, block * kBlockN + v * 16, terms.s[v], z);
+      terms.shifted_z[v] = _mm512_fnmadd_ps(_mm512_set1_ps(8.f), terms.s[v], z);
+      terms.q[v] = _mm512_cvtepi32_ps(qsum[v]);
+    }
+    torchao_cpp::for_each_tile<kNaturalRows>(p.m, [&](auto rows, int64_t i) {
+      rows_from_natural_buffer<decltype(rows)::value, kZeroX>(p, block, g, i, buffer, terms);
+    });
+  }
+}
 #endif
 
 void run_block(const Problem& p, int64_t block) {
@@ -236,6 +361,11 @@ void run_block(const Problem& p, int64_t block) {
   if (torchao_cpp::use_vnni() && p.m == 1) {
     if (p.zx[0] == 0) block_one_row_vnni<true>(p, block);
     else block_one_row_vnni<false>(p, block);
+    return;
+  }
+  if (torchao_cpp::use_vnni_vbmi() && p.group <= kMaxGroup) {
+    if (p.zero_x) block_vnni_vbmi<true>(p, block);
+    else block_vnni_vbmi<false>(p, block);
     return;
   }
   if (torchao_cpp::use_vnni() && p.group <= kMaxGroup) {
@@ -276,7 +406,9 @@ at::Tensor int8_dynamic_int4_mm(const at::Tensor& xq, const at::Tensor& x_scale,
   torchao_cpp::FloatOutput out(m, n, out_dtype, xq.options());
   const Problem p{xc.data_ptr<int8_t>(), a.data_ptr<float>(), zx.defined() ? zx.data_ptr<int32_t>() : no_zero.data(),
                   xsum.data(), pc.data_ptr<uint8_t>(), reinterpret_cast<const uint16_t*>(sc.data_ptr<at::BFloat16>()),
-                  out.values(), m, k, n, group_size, sz.size(2)};
+                  out.values(), m, k, n, group_size, sz.size(2),
+                  !zx.defined() || std::all_of(zx.data_ptr<int32_t>(), zx.data_ptr<int32_t>() + m,
+                                               [](int32_t v) { return v == 0; })};
   out.parallel_columns(n / kBlockN, kBlockN, 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) run_block(p, b);
   });
