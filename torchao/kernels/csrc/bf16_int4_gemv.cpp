@@ -229,10 +229,7 @@ at::Tensor int4_weight_only_gemv(const at::Tensor& x, const at::Tensor& packed, 
                                          {pc.data_ptr<uint8_t>(), scales, k, n, group_size, sz.size(2)}, out);
     return out.tensor();
   }
-  const int64_t groups = k / group_size;
-  std::vector<float> xsum(m * groups, 0.f);
-  for (int64_t i = 0; i < m; ++i)
-    for (int64_t t = 0; t < k; ++t) xsum[i * groups + t / group_size] += static_cast<float>(xb[i * k + t]);
+  const std::vector<float> xsum = torchao_cpp::group_sums<float>(xb.data(), m, k, group_size);
   torchao_cpp::FloatOutput out(m, n, x.scalar_type(), x.options());
   const Problem p{reinterpret_cast<const uint16_t*>(xb.data()), xsum.data(), pc.data_ptr<uint8_t>(),
                   scales, out.values(), m, k, n, group_size, sz.size(2)};

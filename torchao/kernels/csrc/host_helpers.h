@@ -81,13 +81,20 @@ class AlignedBuffer {
   int64_t capacity_ = 0;
 };
 
-// Per row and group of ``group`` consecutive k (``group`` divides K): the int32 sum of the row's int8 values,
-// (M, max(K / group, 1)) row-major (K = 0: one zero per row)
-inline std::vector<int32_t> group_sums(const int8_t* x, int64_t m, int64_t k, int64_t group) {
-  const int64_t groups = std::max<int64_t>(k / group, 1);
-  std::vector<int32_t> sums(m * groups, 0);
+// Per row and group of ``group`` consecutive k (``group`` divides K, or is K or more: one group a row): the sum of
+// the row's values in k order as Sum (int32 for int8 values: exact; float for bfloat16), (M, max(K / group, 1))
+// row-major (K = 0: one zero per row). No division per element (a 64-bit divide per k cost ~7 us a call at
+// K = 2048, ~1 ms a decoded token of a 1.1 B model).
+template <typename Sum, typename T>
+inline std::vector<Sum> group_sums(const T* x, int64_t m, int64_t k, int64_t group) {
+  const int64_t groups = std::max<int64_t>(k / group, 1), width = std::min(group, k);
+  std::vector<Sum> sums(m * groups, Sum(0));
   for (int64_t i = 0; i < m; ++i)
-    for (int64_t t = 0; t < k; ++t) sums[i * groups + t / group] += x[i * k + t];
+    for (int64_t g = 0; g < groups; ++g) {
+      Sum total(0);
+      for (const T* v = x + i * k + g * width; v < x + i * k + (g + 1) * width; ++v) total += static_cast<Sum>(*v);
+      sums[i * groups + g] = total;
+    }
   return sums;
 }
 

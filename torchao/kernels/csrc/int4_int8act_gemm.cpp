@@ -401,7 +401,7 @@ at::Tensor int8_dynamic_int4_mm(const at::Tensor& xq, const at::Tensor& x_scale,
           {xc.data_ptr(), at::kChar, zx.defined() ? zx.data_ptr<int32_t>() : nullptr, a.data_ptr<float>(), m, k}, pc,
           sc, group_size, torchao_cpp::kAmxMinRowsInt8Int4, xq.options().dtype(out_dtype)))
     return *out;
-  const std::vector<int32_t> xsum = torchao_cpp::group_sums(xc.data_ptr<int8_t>(), m, k, group_size);
+  const std::vector<int32_t> xsum = torchao_cpp::group_sums<int32_t>(xc.data_ptr<int8_t>(), m, k, group_size);
   const std::vector<int32_t> no_zero(zx.defined() ? 0 : m, 0);
   torchao_cpp::FloatOutput out(m, n, out_dtype, xq.options());
   const Problem p{xc.data_ptr<int8_t>(), a.data_ptr<float>(), zx.defined() ? zx.data_ptr<int32_t>() : no_zero.data(),

@@ -95,7 +95,8 @@ at::Tensor int8_dynamic_int8_mm(const at::Tensor& xq, const at::Tensor& x_scale,
               "output channel expected, got ", a.numel(), " and ", s.numel(), " for ", m, " x ", n);
   const auto xc = xq.contiguous();
   const auto wc = w.contiguous();
-  const std::vector<int32_t> xsum = torchao_cpp::group_sums(xc.data_ptr<int8_t>(), m, k, std::max<int64_t>(k, 1));
+  const std::vector<int32_t> xsum =
+      torchao_cpp::group_sums<int32_t>(xc.data_ptr<int8_t>(), m, k, std::max<int64_t>(k, 1));
   torchao_cpp::FloatOutput out(m, n, out_dtype, xq.options());
   const Problem p{xc.data_ptr<int8_t>(), a.data_ptr<float>(), xsum.data(), wc.data_ptr<int8_t>(),
                   s.data_ptr<float>(), out.values(), m, k, n};
