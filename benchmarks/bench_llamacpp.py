@@ -7,11 +7,12 @@ and prefill tokens/s, the weight bytes read per second, and the machine's read b
 The model is benchmarks/llama.py's Llama with seeded random weights (--shape 1b: TinyLlama-1.1B's shape).
 llama.cpp gets the same weights as GGUF files written by torchao's ``save_gguf`` (BF16, and the block Linear
 layers as Q8_0 / Q4_0); torchao runs its configs on the same block Linear layers (lm_head stays bf16 in both).
-Decode: greedy, batch 1 (and batch 8 for torchao), after a 128-token prompt, compiled (Inductor freezing, the
-C++ wrapper, and max-autotune for the quantized models; one graph per config; dynamo's recompile limit raises
-instead of silently running eager). Prefill: one forward of --prefill tokens, the fastest of 3. GB/s: weight
-bytes read per decode step (embeddings excluded; of torchao's CPU int4 layout the packed weights and kernel
-scales, not the original qparams it keeps for exact unpacking) x steps/s; "of bw": against the read bandwidth
+Decode: greedy, batch 1 (and batch 8 for torchao), after a 128-token prompt, with a KV cache of prompt + new
+tokens (prefill: of its longest length), compiled (Inductor freezing, the C++ wrapper, and max-autotune for the
+quantized models; one graph per config; dynamo's recompile limit raises instead of silently running eager).
+Prefill: one forward of --prefill tokens, the fastest of 3. GB/s: weight bytes read per decode step (embeddings
+excluded; of torchao's CPU int4 layout the packed weights and kernel scales, not the original qparams it keeps
+for exact unpacking) x steps/s; "of bw": against the read bandwidth
 of a 1 GiB ``torch.sum`` measured by the row's own process just before it builds its model ("bw GB/s": the
 machine's read rate drifts during a run). Both use --threads threads. Each row prints (with the process's
 resident memory) as soon as it is measured, the table at the end. Each engine and format runs in a process of
@@ -175,16 +176,18 @@ def run_torchao(base: Llama, config, prompt: torch.Tensor, tokens: int, prefill:
     torch._dynamo.reset()  # this config's graphs only; each shape below compiles once
     options = CPU_FLOAT_COMPILE_OPTIONS if config is None else CPU_COMPILE_OPTIONS
     step = torch.compile(model, fullgraph=True, dynamic=False, options=options)
-    max_seq = max(prefill + [prompt.shape[1] + tokens])
+    # a KV cache of the positions each phase uses (attention over a static cache reads all of it; llama.cpp's
+    # attends to the cells in use): decode prompt + tokens, prefill its longest length
+    decode_seq, prefill_seq = prompt.shape[1] + tokens, max(prefill + [1])
     result = {"weight_bytes": weight_bytes(model, skip_embeddings=True, matmul_only=True)}
     for rows in (1, batch):
         ids = prompt.expand(rows, -1).contiguous()
-        generate(model, step, ids, 4, max_seq)  # compile the decode step
-        result[f"decode_{rows}"] = generate(model, step, ids, tokens, max_seq)[1]
+        generate(model, step, ids, 4, decode_seq)  # compile the decode step
+        result[f"decode_{rows}"] = generate(model, step, ids, tokens, decode_seq)[1]
 
     def prefill_once(length: int) -> float:
         ids = torch.arange(1, length + 1).reshape(1, -1)
-        model.setup_caches(1, max_seq)
+        model.setup_caches(1, prefill_seq)
         start = time.perf_counter()
         step(ids, torch.arange(length))
         return time.perf_counter() - start
