@@ -239,10 +239,9 @@ def measure_in_subprocess(engine: str, name: str, argv: list) -> dict:
 def table_row(name: str, nbytes: int, decode: float, batched, prefill: dict, bandwidth: float, batch: int) -> str:
     gbs = nbytes * decode / 1e9
     batched_cell = "-" if batched is None else f"{batched:.1f} ({batched / decode:.1f}x)"
-    cells = " | ".join(f"{rate:.0f}" for rate in prefill.values())
-    return (f"| {name} | {nbytes / 2**20:.0f} | {decode:.1f} | {gbs:.1f} | {bandwidth:.1f} | {gbs / bandwidth:.0%} | "
-            f"{batched_cell} | "
-            f"{cells} |")
+    cells = [name, f"{nbytes / 2**20:.0f}", f"{decode:.1f}", f"{gbs:.1f}", f"{bandwidth:.1f}", f"{gbs / bandwidth:.0%}",
+             batched_cell, *(f"{rate:.0f}" for rate in prefill.values())]
+    return "| " + " | ".join(cells) + " |"
 
 
 def main(argv=None) -> int:
@@ -274,8 +273,9 @@ def main(argv=None) -> int:
     print(f"\n{args.shape} Llama shape, random weights, {args.threads} threads, torch {torch.__version__}; "
           f"{args.tokens} greedy tokens after a {PROMPT}-token prompt; read bandwidth (1 GiB torch.sum, "
           f"measured by each row's process before its model) {min(bandwidths):.1f}-{max(bandwidths):.1f} GB/s\n")
-    prefill_cols = " | ".join(f"prefill {n} tok/s" for n in args.prefill)
-    print(f"| engine, format | weights MB | decode tok/s | GB/s | bw GB/s | of bw | batch {args.batch} tok/s | {prefill_cols} |")
+    header = ["engine, format", "weights MB", "decode tok/s", "GB/s", "bw GB/s", "of bw", f"batch {args.batch} tok/s",
+              *(f"prefill {n} tok/s" for n in args.prefill)]
+    print("| " + " | ".join(header) + " |")
     print("|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(args.prefill))
     print("\n".join(rows))
     return 0
