@@ -57,10 +57,14 @@ _CPP_INT8_MAX_ROWS_AMX = 5
 #: up to this many rows float x int8 weight-only runs our C++ kernel (csrc/float_int8_gemv.cpp). From memory,
 #: 2 cores, bf16 activations, against aten._weight_int8pack_mm on 5632x2048, 2048x5632, 4096x4096, 256x2048:
 #: M = 1 (float32 FMA) 23-33 GB/s, 1.06-1.9x; M = 2..16 (bf16 dot products, 4 channels x 4 rows a tile)
-#: 0.97-1.45x, limited by widening the weights to bf16
+#: 0.97-1.45x, limited by widening the weights to bf16. bf16 x on AVX-512 BF16 CPUs runs it at every M (its
+#: 4 x 4 tiles convert each 4-channel tile's weights once for all rows): 2 cores of an AMD EPYC (Zen 4), against
+#: bf16 F.linear on 4096x4096 / 4096x11008: M = 17-63 1.03-1.32x, 128-512 0.79-0.89x, where
+#: aten._weight_int8pack_mm gave 0.29-0.56x and converting the weight for F.linear 0.18-0.75x
 _CPP_GEMV_MAX_ROWS = 16
-#: from this many rows, 16-bit int8 weight-only converts the weight and runs F.linear (M=128, 4096x4096:
-#: 26 ms against 33 ms for aten._weight_int8pack_mm; fp32 activations stay on the kernel, 2x faster there)
+#: from this many rows, 16-bit int8 weight-only without our bf16 kernel (fp16 x, or no AVX-512 BF16) converts the
+#: weight and runs F.linear (M=128, 4096x4096: 26 ms against 33 ms for aten._weight_int8pack_mm; fp32
+#: activations stay on the aten kernel, 2x faster there)
 _DEQUANTIZE_MIN_ROWS = 64
 
 
@@ -435,12 +439,13 @@ _int4_weight_only_op.register_autograd(_int4_weight_only_backward, setup_context
 
 
 def _int8_gemv_runs(x: torch.Tensor) -> bool:
-    """Whether float x int8 weight-only runs our C++ kernel: concrete M up to _CPP_GEMV_MAX_ROWS, or any M of
-    float32 / bfloat16 x on AMX CPUs (csrc/bf16_int8_amx.cpp from AMX_MIN_ROWS_INT8 rows), kernels built (a
-    symbolic M takes the Python op, which asks again at run time)."""
+    """Whether float x int8 weight-only runs our C++ kernel: concrete M up to _CPP_GEMV_MAX_ROWS, any M of
+    bfloat16 x on AVX-512 BF16 CPUs, or any M of float32 / bfloat16 x on AMX CPUs (csrc/bf16_int8_amx.cpp from
+    AMX_MIN_ROWS_INT8 rows), kernels built (a symbolic M takes the Python op, which asks again at run time)."""
     m = x.shape[0]
     amx = CPU_HAS_AMX_BF16 and x.dtype in (torch.float32, torch.bfloat16)
-    return isinstance(m, int) and (m <= _CPP_GEMV_MAX_ROWS or amx) and cpp_kernels_available()
+    bf16_tiles = CPU_HAS_AVX512_BF16 and x.dtype == torch.bfloat16
+    return isinstance(m, int) and (m <= _CPP_GEMV_MAX_ROWS or amx or bf16_tiles) and cpp_kernels_available()
 
 
 def _inference(x: torch.Tensor) -> bool:
@@ -452,7 +457,8 @@ def int8_weight_only_mm(x: torch.Tensor, w_int8: torch.Tensor, scale: torch.Tens
     """x (M, K) float @ (w_int8 (N, K) int8 * scale (N,)).T -> (M, N) in x.dtype.
 
     Up to _CPP_GEMV_MAX_ROWS rows run our C++ kernel (csrc/float_int8_gemv.cpp: one row in float32, more with
-    bf16 activations like aten's kernel, float32 sums); on AMX CPUs every M of float32 / bf16 x does (from
+    bf16 activations like aten's kernel, float32 sums), and every M of bf16 x on AVX-512 BF16 CPUs; on AMX
+    CPUs every M of float32 / bf16 x does (from
     AMX_MIN_ROWS_INT8 rows on AMX tiles, csrc/bf16_int8_amx.cpp: bf16 x, exact products, float32 sums);
     elsewhere more rows run the aten kernels (see weight_only_compute_dtype). A concrete M calls the C++ op
     directly (no Python at run time); a symbolic M and gradients call torchao::int8_weight_only_mm_cpu, which
