@@ -33,17 +33,6 @@ inline bool use_vnni() {
 #endif
 }
 
-// use_vnni() and AVX-512 VBMI; TORCHAO_CPU_NO_VBMI=1 turns it off (the tests compare both)
-inline bool use_vnni_vbmi() {
-#if defined(__x86_64__) || defined(_M_X64)
-  static const bool yes = use_vnni() && __builtin_cpu_supports("avx512vbmi") &&
-                          std::getenv("TORCHAO_CPU_NO_VBMI") == nullptr;
-  return yes;
-#else
-  return false;
-#endif
-}
-
 // use_avx512() and AVX-512 BF16 (bfloat16 dot products)
 inline bool use_avx512_bf16() {
 #if defined(__x86_64__) || defined(_M_X64)
@@ -54,16 +43,21 @@ inline bool use_avx512_bf16() {
 #endif
 }
 
-// use_avx512_bf16() and AVX-512 VBMI (byte permutes across the register); TORCHAO_CPU_NO_VBMI=1 turns it off (the
-// tests compare both)
-inline bool use_avx512_bf16_vbmi() {
+// AVX-512 VBMI (byte permutes across the register) on this CPU; TORCHAO_CPU_NO_VBMI=1 turns it off (the tests
+// compare both)
+inline bool vbmi_allowed() {
 #if defined(__x86_64__) || defined(_M_X64)
-  static const bool yes = use_avx512_bf16() && __builtin_cpu_supports("avx512vbmi") &&
-                          std::getenv("TORCHAO_CPU_NO_VBMI") == nullptr;
+  static const bool yes = __builtin_cpu_supports("avx512vbmi") && std::getenv("TORCHAO_CPU_NO_VBMI") == nullptr;
   return yes;
 #else
   return false;
 #endif
 }
+
+// use_avx512_bf16() and VBMI
+inline bool use_avx512_bf16_vbmi() { return use_avx512_bf16() && vbmi_allowed(); }
+
+// use_vnni() and VBMI
+inline bool use_vnni_vbmi() { return use_vnni() && vbmi_allowed(); }
 
 }  // namespace torchao_cpp

@@ -166,8 +166,13 @@ VNNI void block_one_row_vnni(const Problem& p, int64_t block) {
 
 constexpr int64_t kMaxGroup = 256;
 
+// every row's 64 output channels of the block = 0 (the many-row paths add each group into them)
+inline void zero_block_output(const Problem& p, int64_t block) {
+  for (int64_t i = 0; i < p.m; ++i) std::memset(p.out + i * p.n + block * kBlockN, 0, kBlockN * sizeof(float));
+}
+
 // acc += the 4-byte dot products of q (unsigned) and x (signed) per 32-bit lane (vpdpbusd). Inline assembly
-// ties acc to one register: GCC (13) compiled the intrinsic in a 4 x 4 tile loop with two register copies per
+// ties acc to one register: GCC 12 compiled the intrinsic in a 4 x 4 tile loop with two register copies per
 // dot product (in and out of the loop-carried accumulator), half the instructions of the loop.
 template <typename Vector>
 VNNI inline void dpbusd(Vector& acc, Vector q, Vector x) {
@@ -220,8 +225,7 @@ VNNI void block_vnni(const Problem& p, int64_t block) {
   const int64_t groups = p.k / p.group, steps = p.group / 4;
   const __m256i ones = _mm256_set1_epi8(1);
   alignas(64) __m256i buffer[kMaxGroup / 4][8];
-  for (int64_t i = 0; i < p.m; ++i)
-    for (int c = 0; c < 4; ++c) _mm512_storeu_ps(p.out + i * p.n + block * kBlockN + c * 16, _mm512_setzero_ps());
+  zero_block_output(p, block);
   for (int64_t g = 0; g < groups; ++g) {
     __m256i qsum[8];
     for (int v = 0; v < 8; ++v) qsum[v] = _mm256_setzero_si256();
@@ -329,8 +333,7 @@ VNNI_VBMI void block_vnni_vbmi(const Problem& p, int64_t block) {
   const __m512i order[2] = {_mm512_load_si512(kTransposeOrder.bytes[0]), _mm512_load_si512(kTransposeOrder.bytes[1])};
   const __m512i ones = _mm512_set1_epi8(1);
   alignas(64) __m512i buffer[kMaxGroup / 4][4];
-  for (int64_t i = 0; i < p.m; ++i)
-    for (int v = 0; v < 4; ++v) _mm512_storeu_ps(p.out + i * p.n + block * kBlockN + v * 16, _mm512_setzero_ps());
+  zero_block_output(p, block);
   for (int64_t g = 0; g < groups; ++g) {
     __m512i qsum[4];
     for (int v = 0; v < 4; ++v) qsum[v] = _mm512_setzero_si512();
@@ -359,7 +362,7 @@ VNNI_VBMI void block_vnni_vbmi(const Problem& p, int64_t block) {
 void run_block(const Problem& p, int64_t block) {
 #ifdef TORCHAO_X86
   if (torchao_cpp::use_vnni() && p.m == 1) {
-    if (p.zx[0] == 0) block_one_row_vnni<true>(p, block);
+    if (p.zero_x) block_one_row_vnni<true>(p, block);
     else block_one_row_vnni<false>(p, block);
     return;
   }
