@@ -371,9 +371,13 @@ class TestWeightOnlyManyRows(TestCase):
 
     def test_int8_against_float64_reference(self):
         """bf16 x (float32 x rounded to it), exact products, float32 sums (< 1e-6); bf16 / fp16 outputs are the
-        float32 outputs rounded, bit-equal."""
+        float32 outputs rounded, bit-equal. K a multiple of 32 (the AVX-512 pair-tile GEMM from 32 rows): N of one
+        16-channel block, of 64-channel tasks and a last one of 16 with 4 channels left for the small tiles, and K
+        of 1 to 3 chunks of 2048."""
         op = torch.ops.torchao.int8_weight_only_gemv_cpu
-        for n, k in ((33, 1000), (100, 77), (257, 300), (64, 4096 + 48)):
+        shapes = ((33, 1000), (100, 77), (257, 300), (64, 4096 + 48), (16, 64), (100, 512), (80, 2048 + 64),
+                  (200, 4096 + 64))
+        for n, k in shapes:
             g = torch.Generator().manual_seed(n + k)
             w = torch.randint(-128, 128, (n, k), dtype=torch.int8, generator=g)
             w[0] = -128

@@ -457,8 +457,9 @@ def int8_weight_only_mm(x: torch.Tensor, w_int8: torch.Tensor, scale: torch.Tens
     """x (M, K) float @ (w_int8 (N, K) int8 * scale (N,)).T -> (M, N) in x.dtype.
 
     Up to _CPP_GEMV_MAX_ROWS rows run our C++ kernel (csrc/float_int8_gemv.cpp: one row in float32, more with
-    bf16 activations like aten's kernel, float32 sums), and every M of bf16 x on AVX-512 BF16 CPUs; on AMX
-    CPUs every M of float32 / bf16 x does (from
+    bf16 activations like aten's kernel, float32 sums), and every M of bf16 x on AVX-512 BF16 CPUs (from 32
+    rows, K a multiple of 32, csrc/bf16_int8_gemm.cpp: the weight widened to bf16 once per call, the same
+    numbers); on AMX CPUs every M of float32 / bf16 x does (from
     AMX_MIN_ROWS_INT8 rows on AMX tiles, csrc/bf16_int8_amx.cpp: bf16 x, exact products, float32 sums);
     elsewhere more rows run the aten kernels (see weight_only_compute_dtype). A concrete M calls the C++ op
     directly (no Python at run time); a symbolic M and gradients call torchao::int8_weight_only_mm_cpu, which

@@ -23,6 +23,7 @@
 #include "cpu_features.h"
 #include "host_helpers.h"
 #include "int4_bf16_weights.h"
+#include "weight_gemm_avx512.h"
 #include "int4_cpu_packing.h"
 #include "prefetch.h"
 #include "tiles.h"

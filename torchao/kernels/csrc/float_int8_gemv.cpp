@@ -8,7 +8,9 @@
 // One row (or float16 x): float32 products (AVX-512 FMA), 4 rows per pass over the weights. More rows of
 // float32 / bfloat16 x: x rounded to bfloat16 (as aten's int8 kernel does) and bfloat16 dot products (AVX-512
 // BF16; every int8 is exact in bfloat16), twice the multiply-adds per instruction, in tiles of 4 channels x 4 rows
-// (past 4 rows each tile's weights are converted to bfloat16 once per call and reused by every row tile).
+// (past 4 rows each tile's weights are converted to bfloat16 once per call and reused by every row tile); from
+// kAvx512Int8GemmMinRows rows, K a multiple of 32, the pair-tile GEMM (bf16_int8_gemm.cpp) takes the first multiple
+// of 16 channels.
 // Weights stream from memory one sequential stream per thread with a software prefetch ahead of it
 // (prefetch.h).
 
@@ -22,6 +24,7 @@
 #include "host_helpers.h"
 #include "prefetch.h"
 #include "tiles.h"
+#include "weight_gemm_avx512.h"
 
 #include <cstdint>
 #include <vector>
@@ -214,8 +217,15 @@ at::Tensor int8_weight_only_gemv(const at::Tensor& x, const at::Tensor& w, const
   torchao_cpp::FloatOutput out(m, n, x.scalar_type(), x.options());
   const Problem p{xf.data(), bf16 ? reinterpret_cast<const uint16_t*>(xb.data()) : nullptr, wc.data_ptr<int8_t>(),
                   s.data_ptr<float>(), out.values(), m, k, n};
-  out.parallel_columns(n, 1, torchao_cpp::rows_per_task(k), [&](int64_t begin, int64_t end) {
+  // many rows on AVX-512 BF16 CPUs: the pair-tile GEMM for the first multiple of 16 channels, the tiles above
+  // for the rest
+  const bool gemm = bf16 && m >= torchao_cpp::kAvx512Int8GemmMinRows && k % torchao_cpp::kTileK == 0 &&
+                    torchao_cpp::use_avx512_bf16();
+  const int64_t gemm_n = gemm ? n / 16 * 16 : 0;
+  if (gemm_n > 0) torchao_cpp::int8_weight_gemm_avx512(p.xb, m, p.w, p.s, k, gemm_n, n, out);
+  at::parallel_for(gemm_n, n, torchao_cpp::rows_per_task(k), [&](int64_t begin, int64_t end) {
     run_channels(p, begin, end);
+    out.finish(begin, end);
   });
   return out.tensor();
 }

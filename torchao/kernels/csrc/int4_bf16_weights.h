@@ -68,15 +68,4 @@ TORCHAO_AVX512 inline void dequantize_weights(const Int4Weights& w, int64_t n0, 
 
 #endif
 
-// From this many rows the int4 weight-only op, on AVX-512 BF16 CPUs without AMX, multiplies by the weight
-// dequantized once per call (int4_weight_gemm_avx512) instead of unpacking it in registers for every 4 rows
-// (bf16_int4_gemv.cpp); K must be a multiple of kTileK. 2 cores of an AMD EPYC (Zen 4), bf16 x, against bf16
-// F.linear (5632x2048, 2048x5632, 2048x2048 as N x K): M = 32 1.02-1.20x, 64 0.98-1.10x, 128 0.93-1.02x, 512
-// 0.96-0.99x, where the register-unpacking kernel gave 1.17-1.18x at M = 32 and 0.82-0.89x at M = 128.
-constexpr int64_t kAvx512Int4GemmMinRows = 32;
-
-// out (M, N) = x @ W.T for x (M, K) bfloat16 bits, W dequantized as above; float32 sums (FloatOutput rounds
-// 16-bit outputs). Parallel over output channels.
-void int4_weight_gemm_avx512(const uint16_t* x, int64_t m, const Int4Weights& w, FloatOutput& out);
-
 }  // namespace torchao_cpp
