@@ -222,17 +222,17 @@ at::Tensor int4_weight_only_gemv(const at::Tensor& x, const at::Tensor& packed, 
   if (auto out = torchao_cpp::int4_matmul_amx({xc.data_ptr(), x.scalar_type(), nullptr, nullptr, m, k}, pc, sc,
                                               group_size, torchao_cpp::kAmxMinRowsInt4, x.options()))
     return *out;
-  const std::vector<at::BFloat16> xb = torchao_cpp::to_bfloat16(x);
+  const torchao_cpp::Bfloat16Rows xb(x);
   const auto* scales = reinterpret_cast<const uint16_t*>(sc.data_ptr<at::BFloat16>());
   if (m >= torchao_cpp::kAvx512Int4GemmMinRows && k % torchao_cpp::kTileK == 0 && torchao_cpp::use_avx512_bf16()) {
     torchao_cpp::FloatOutput out(m, n, x.scalar_type(), x.options());
-    torchao_cpp::int4_weight_gemm_avx512(reinterpret_cast<const uint16_t*>(xb.data()), m,
+    torchao_cpp::int4_weight_gemm_avx512(xb.bits(), m,
                                          {pc.data_ptr<uint8_t>(), scales, k, n, group_size, sz.size(2)}, out);
     return out.tensor();
   }
-  const std::vector<float> xsum = torchao_cpp::group_sums<float>(xb.data(), m, k, group_size);
+  const std::vector<float> xsum = torchao_cpp::group_sums<float>(xb.begin(), m, k, group_size);
   torchao_cpp::FloatOutput out(m, n, x.scalar_type(), x.options());
-  const Problem p{reinterpret_cast<const uint16_t*>(xb.data()), xsum.data(), pc.data_ptr<uint8_t>(),
+  const Problem p{xb.bits(), xsum.data(), pc.data_ptr<uint8_t>(),
                   scales, out.values(), m, k, n, group_size, sz.size(2)};
   out.parallel_columns(n / kBlockN, kBlockN, 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) run_block(p, b);

@@ -210,13 +210,12 @@ at::Tensor int8_weight_only_gemv(const at::Tensor& x, const at::Tensor& w, const
   // the bfloat16 path for several rows of float32 / bfloat16 x; where it cannot run here (portable and AVX-512
   // without BF16 paths) a float32 copy of the same rounded values stands in, built only then
   const bool bf16 = m > 1 && float_or_bf16;
-  const std::vector<at::BFloat16> xb = bf16 ? torchao_cpp::to_bfloat16(x) : std::vector<at::BFloat16>();
+  const torchao_cpp::Bfloat16Rows xb = bf16 ? torchao_cpp::Bfloat16Rows(x) : torchao_cpp::Bfloat16Rows();
   const std::vector<float> xf = !bf16                          ? torchao_cpp::to_float(x)
                                 : torchao_cpp::use_avx512_bf16() ? std::vector<float>()
                                                                  : std::vector<float>(xb.begin(), xb.end());
   torchao_cpp::FloatOutput out(m, n, x.scalar_type(), x.options());
-  const Problem p{xf.data(), bf16 ? reinterpret_cast<const uint16_t*>(xb.data()) : nullptr, wc.data_ptr<int8_t>(),
-                  s.data_ptr<float>(), out.values(), m, k, n};
+  const Problem p{xf.data(), xb.bits(), wc.data_ptr<int8_t>(), s.data_ptr<float>(), out.values(), m, k, n};
   // many rows on AVX-512 BF16 CPUs: the pair-tile GEMM for the first multiple of 16 channels, the tiles above
   // for the rest
   const bool gemm = bf16 && m >= torchao_cpp::kAvx512Int8GemmMinRows && k % torchao_cpp::kTileK == 0 &&

@@ -37,15 +37,41 @@ inline std::vector<float> to_float(const at::Tensor& t) {
   return values;
 }
 
-// A float32 / bfloat16 tensor's values rounded to bfloat16 (to nearest even, as Tensor.to), row-major
-inline std::vector<at::BFloat16> to_bfloat16(const at::Tensor& t) {
-  const auto c = t.contiguous();
-  const int64_t count = c.numel();
-  if (c.scalar_type() == at::kBFloat16) return {c.data_ptr<at::BFloat16>(), c.data_ptr<at::BFloat16>() + count};
-  TORCH_CHECK(c.scalar_type() == at::kFloat, "torchao CPU kernels: float32 or bfloat16 activations expected, got ",
-              c.scalar_type());
-  return {c.data_ptr<float>(), c.data_ptr<float>() + count};
-}
+// A float32 / bfloat16 tensor's values as bfloat16, row-major: the tensor's own memory where it is contiguous
+// bfloat16 (no copy: 4 MB at 512 x 4096), else rounded to nearest even (as Tensor.to) into a buffer. The
+// tensor must outlive it; default-constructed: no values.
+class Bfloat16Rows {
+ public:
+  Bfloat16Rows() = default;
+
+  explicit Bfloat16Rows(const at::Tensor& t) : count_(t.numel()) {
+    if (t.scalar_type() == at::kBFloat16 && t.is_contiguous()) {
+      data_ = t.data_ptr<at::BFloat16>();
+      return;
+    }
+    const auto c = t.contiguous();
+    if (c.scalar_type() == at::kBFloat16) rounded_.assign(c.data_ptr<at::BFloat16>(), c.data_ptr<at::BFloat16>() + count_);
+    else {
+      TORCH_CHECK(c.scalar_type() == at::kFloat, "torchao CPU kernels: float32 or bfloat16 activations expected, got ",
+                  c.scalar_type());
+      rounded_.assign(c.data_ptr<float>(), c.data_ptr<float>() + count_);
+    }
+    data_ = rounded_.data();
+  }
+
+  Bfloat16Rows(const Bfloat16Rows&) = delete;
+  Bfloat16Rows& operator=(const Bfloat16Rows&) = delete;
+
+  const at::BFloat16* begin() const { return data_; }
+  const at::BFloat16* end() const { return data_ + count_; }
+  // the values' bits, or null when there are none
+  const uint16_t* bits() const { return reinterpret_cast<const uint16_t*>(data_); }
+
+ private:
+  std::vector<at::BFloat16> rounded_;
+  const at::BFloat16* data_ = nullptr;
+  int64_t count_ = 0;
+};
 
 // A 64-byte aligned array of ``count`` T, uninitialized, that keeps its memory when shrunk (AMX tile rows and
 // AVX-512 vectors that straddle cache lines cost two loads; malloc aligns to 16 bytes only)

@@ -92,7 +92,7 @@ TORCHAO_AVX512 void run_unit(const Gemm& p, const Source& source, int64_t n0, in
 }  // namespace pair_tile_gemm
 
 // out columns [0, n) (n a multiple of ``multiple``, itself one of 16) of every row as above, in parallel tasks of
-// whole multiples; ``out`` may be wider (out.values() rows ``width`` apart). The source is called as
+// whole multiples, finished (FloatOutput::finish) there; ``out`` may be wider (out.values() rows ``width`` apart). The source is called as
 // source(n0, channels, step0, steps, uint16_t* tiles) from the tasks' threads.
 template <typename Source>
 void pair_tile_gemm_avx512(const uint16_t* x, int64_t m, int64_t k, int64_t n, int64_t multiple, int64_t width,
@@ -101,10 +101,14 @@ void pair_tile_gemm_avx512(const uint16_t* x, int64_t m, int64_t k, int64_t n, i
               " must be a multiple of ", kTileK, " and N = ", n, " of ", multiple);
   const pair_tile_gemm::Gemm p{x, s, out.values(), m, k, width};
   const int64_t unit = channels_per_task(n, multiple, std::max(multiple, pair_tile_gemm::kMaxUnitN));
-  out.parallel_columns((n + unit - 1) / unit, unit, 1, [&](int64_t begin, int64_t end) {
+  // each unit's columns are rounded as soon as they are done, while they are in L2 (M = 512: 128 KB)
+  at::parallel_for(0, (n + unit - 1) / unit, 1, [&](int64_t begin, int64_t end) {
     thread_local AlignedBuffer<uint16_t> tiles;
-    for (int64_t u = begin; u < end; ++u)
-      pair_tile_gemm::run_unit(p, source, u * unit, std::min(unit, n - u * unit), tiles);
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t channels = std::min(unit, n - u * unit);
+      pair_tile_gemm::run_unit(p, source, u * unit, channels, tiles);
+      out.finish(u * unit, u * unit + channels);
+    }
     tiles.shrink_to(kKeptBytes);
   });
 }
