@@ -9,7 +9,8 @@ llama.cpp gets the same weights as GGUF files written by torchao's ``save_gguf``
 layers as Q8_0 / Q4_0); torchao runs its configs on the same block Linear layers (lm_head stays bf16 in both).
 Decode: greedy, batch 1 (and batch 8 for torchao), after a 128-token prompt, with a KV cache of prompt + new
 tokens (prefill: of its longest length), compiled (Inductor freezing, the C++ wrapper, and max-autotune for the
-quantized models; one graph per config; dynamo's recompile limit raises instead of silently running eager).
+quantized models and the float batch-1 decode step, see generate.cpu_compile_options; one graph per config and
+shape; dynamo's recompile limit raises instead of silently running eager).
 Prefill: one forward of --prefill tokens, the fastest of 3. GB/s: weight bytes read per decode step (embeddings
 excluded; of torchao's CPU int4 layout the packed weights and kernel scales, not the original qparams it keeps
 for exact unpacking) x steps/s; "of bw": against the read bandwidth
@@ -41,7 +42,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from generate import CPU_COMPILE_OPTIONS, CPU_FLOAT_COMPILE_OPTIONS, RANDOM_SHAPES, cpu_inductor_freezing, generate  # noqa: E402
+from generate import RANDOM_SHAPES, cpu_compile_options, cpu_inductor_freezing, generate  # noqa: E402
 from llama import Llama, LlamaArgs  # noqa: E402
 from llama_cpp_vs_torchao import decode_llama_cpp  # noqa: E402
 
@@ -174,16 +175,21 @@ def run_torchao(base: Llama, config, prompt: torch.Tensor, tokens: int, prefill:
     if config is not None:
         quantize_(model, config, filter_fn=in_blocks)
     torch._dynamo.reset()  # this config's graphs only; each shape below compiles once
-    options = CPU_FLOAT_COMPILE_OPTIONS if config is None else CPU_COMPILE_OPTIONS
-    step = torch.compile(model, fullgraph=True, dynamic=False, options=options)
+    def compiled(rows: int):
+        options = cpu_compile_options(config is None, rows)
+        return torch.compile(model, fullgraph=True, dynamic=False, options=options)
+
     # a KV cache of the positions each phase uses (attention over a static cache reads all of it; llama.cpp's
     # attends to the cells in use): decode prompt + tokens, prefill its longest length
     decode_seq, prefill_seq = prompt.shape[1] + tokens, max(prefill + [1])
     result = {"weight_bytes": weight_bytes(model, skip_embeddings=True, matmul_only=True)}
     for rows in (1, batch):
         ids = prompt.expand(rows, -1).contiguous()
+        step = compiled(rows)
         generate(model, step, ids, 4, decode_seq)  # compile the decode step
         result[f"decode_{rows}"] = generate(model, step, ids, tokens, decode_seq)[1]
+
+    step = compiled(PROMPT)
 
     def prefill_once(length: int) -> float:
         ids = torch.arange(1, length + 1).reshape(1, -1)

@@ -48,6 +48,20 @@ CPU_COMPILE_OPTIONS = {**COMPILE_OPTIONS, "max_autotune": True, "cpp_wrapper": T
 #: for a model of float Linear layers: no max-autotune, which benchmarks every layer's GEMM choices separately
 #: (~3 s each: 10+ minutes per input shape for the 1.1 B model); frozen float layers run oneDNN's prepacked GEMM
 CPU_FLOAT_COMPILE_OPTIONS = {**COMPILE_OPTIONS, "cpp_wrapper": True}
+#: a float model's batch-1 decode step: max-autotune restricted to Inductor's C++ GEMM template, one choice per
+#: matmul, so nothing is benchmarked. At M = 1 it streams bf16 weights at 0.99 of a 1 GiB torch.sum's read rate
+#: where oneDNN's prepacked GEMV reads at 0.54 (the 1.1 B model's 22 blocks of linears + lm_head, frozen, 2 cores
+#: of an AMD EPYC); untuned it is slower from M = 8 (0.28 against oneDNN's 0.71), so larger batches and prefill
+#: keep oneDNN
+CPU_FLOAT_DECODE_COMPILE_OPTIONS = {**CPU_FLOAT_COMPILE_OPTIONS, "max_autotune": True,
+                                    "max_autotune_gemm_backends": "CPP", "autotune_num_choices_displayed": 0}
+
+
+def cpu_compile_options(float_model: bool, rows: int) -> dict:
+    """The Inductor options of a CPU model's compiled step over ``rows`` rows (see the option sets above)."""
+    if not float_model:
+        return CPU_COMPILE_OPTIONS
+    return CPU_FLOAT_DECODE_COMPILE_OPTIONS if rows == 1 else CPU_FLOAT_COMPILE_OPTIONS
 
 
 def cpu_inductor_freezing() -> None:
@@ -210,14 +224,14 @@ def worker(args) -> None:
         model.parallelize(mesh, exact=args.tp_exact)
     ppl = perplexity(model, texts[2], 256, 4 if args.quick else 32) if texts and mesh is None else None
     lead = mesh is None or mesh.get_rank() == 0
-    options = COMPILE_OPTIONS
-    if device.type == "cpu" and mesh is None:
-        options = CPU_FLOAT_COMPILE_OPTIONS if args.worker == "float" else CPU_COMPILE_OPTIONS
+    cpu = device.type == "cpu" and mesh is None
+    if cpu:
         cpu_inductor_freezing()
     for mode in args.modes:
         torch._dynamo.reset()
-        step = torch.compile(model, fullgraph=True, dynamic=False, options=options) if mode == "compiled" else model
         for batch in args.batch:
+            options = cpu_compile_options(args.worker == "float", batch) if cpu else COMPILE_OPTIONS
+            step = torch.compile(model, fullgraph=True, dynamic=False, options=options) if mode == "compiled" else model
             prompt = torch.randint(0, model.args.vocab_size, (batch, 128),
                                    generator=torch.Generator().manual_seed(batch)).to(device)
             max_seq = prompt.shape[1] + args.tokens
