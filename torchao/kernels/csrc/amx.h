@@ -114,6 +114,14 @@ inline __mmask32 first32(int64_t count) {
   return count >= 32 ? ~__mmask32(0) : count <= 0 ? __mmask32(0) : static_cast<__mmask32>((1u << count) - 1);
 }
 
+// 32 int8 weights from ``at`` (the first ``left`` of them, zeros after) as bfloat16 in k order (exact: every int8
+// is a bfloat16); lane p of the 32-bit view = the pair (k = 2p, 2p + 1)
+TORCHAO_AVX512 inline __m512bh widen_int8_bf16(const int8_t* at, int64_t left) {
+  const __m512 low = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(first16(left), at)));
+  const __m512 high = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(first16(left - 16), at + 16)));
+  return _mm512_cvtne2ps_pbh(high, low);
+}
+
 // 16 float32 lanes (the first of ``valid``) stored as float32 / bfloat16 / float16 (rounded to nearest even)
 TORCHAO_AVX512 inline void store16(float* at, __mmask16 valid, __m512 v) { _mm512_mask_storeu_ps(at, valid, v); }
 TORCHAO_AVX512 inline void store16(at::BFloat16* at, __mmask16 valid, __m512 v) {

@@ -71,10 +71,7 @@ TORCHAO_AVX512 void widen_weights(const int8_t* w, int64_t k, int64_t rows, int6
         prefetch_to_l2(row + 4 * k + b);
     for (int64_t s = 0; s < steps; ++s) {
       const int64_t left = k - t0 - s * kTileK;
-      const int8_t* at = row + s * kTileK;
-      const __m512 low = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(first16(left), at)));
-      const __m512 high = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(first16(left - 16), at + 16)));
-      _mm512_storeu_si512(dst + s * kTileK, (__m512i)_mm512_cvtne2ps_pbh(high, low));
+      _mm512_storeu_si512(dst + s * kTileK, (__m512i)widen_int8_bf16(row + s * kTileK, left));
     }
   }
 }

@@ -10,7 +10,6 @@
 
 #include "amx.h"
 #include "pair_tile_gemm.h"
-#include "prefetch.h"
 #include "weight_gemm_avx512.h"
 
 #include <cstdint>
@@ -29,14 +28,7 @@ TORCHAO_AVX512 void pair_tiles_int8(const int8_t* w, int64_t k, int64_t n0, int6
     for (int64_t s = 0; s < steps; ++s) {
       const int64_t t = (step0 + s) * kTileK;
       __m512i pairs[16];
-      for (int j = 0; j < 16; ++j) {
-        const int8_t* at = rows + j * k + t;
-        if (t % 64 == 0) prefetch_stream(at);
-        const __m512 low = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(at))));
-        const __m512 high =
-            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(at + 16))));
-        pairs[j] = (__m512i)_mm512_cvtne2ps_pbh(high, low);  // lane p = (w[j, t + 2p], w[j, t + 2p + 1])
-      }
+      for (int j = 0; j < 16; ++j) pairs[j] = (__m512i)widen_int8_bf16(rows + j * k + t, kTileK);
       transpose_16x16(pairs);
       uint16_t* tile = tiles + (c * steps + s) * 512;
       for (int p = 0; p < 16; ++p) _mm512_store_si512(tile + p * 32, pairs[p]);

@@ -87,25 +87,13 @@ AVX512 void tile_avx512(const Problem& p, int64_t n, int64_t i) {
   }
 }
 
-#define AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
-
-inline __mmask16 first16(int64_t count) {
-  return count >= 16 ? __mmask16(0xFFFF) : count <= 0 ? __mmask16(0) : static_cast<__mmask16>((1u << count) - 1);
-}
-
-// 32 weights from ``at`` (the first ``left`` of them, zeros after) as bfloat16, in k order
-AVX512_BF16 inline __m512bh weights_bf16(const int8_t* at, int64_t left) {
-  const __m512 low = widen(_mm_maskz_loadu_epi8(first16(left), at));
-  const __m512 high = widen(_mm_maskz_loadu_epi8(first16(left - 16), at + 16));
-  return _mm512_cvtne2ps_pbh(high, low);
-}
 
 // C output channels [n, n + C) x rows [i, i + R) by bfloat16 pairs: each weight vector serves R rows and each
 // activation vector C channels (so the activations, read from L1 / L2, cost 1 / C of a load per product). The
 // weights come from int8 memory (converted here), or, with ``wb``, from C rows of kpad bfloat16 values that
 // convert_channels_bf16 made once for every row tile of the call.
 template <int C, int R>
-AVX512_BF16 void tile_bf16(const Problem& p, int64_t n, int64_t i, const uint16_t* wb, int64_t kpad) {
+TORCHAO_AVX512 void tile_bf16(const Problem& p, int64_t n, int64_t i, const uint16_t* wb, int64_t kpad) {
   // fields in locals and fully unrolled tile loops: otherwise GCC keeps the accumulators on the stack
   const int64_t k = p.k;
   const uint16_t* x_rows = p.xb + i * k;
@@ -126,7 +114,7 @@ AVX512_BF16 void tile_bf16(const Problem& p, int64_t n, int64_t i, const uint16_
       } else {
         const int8_t* row = w_rows + c * k + t;
         torchao_cpp::prefetch_stream(row);
-        w[c] = weights_bf16(row, left);
+        w[c] = torchao_cpp::widen_int8_bf16(row, left);
       }
     }
 #pragma GCC unroll 16
@@ -143,12 +131,12 @@ AVX512_BF16 void tile_bf16(const Problem& p, int64_t n, int64_t i, const uint16_
 }
 
 // weight rows [n, n + channels) as bfloat16 into wb (channels x kpad, zeros after K; kpad a multiple of 32)
-AVX512_BF16 void convert_channels_bf16(const Problem& p, int64_t n, int64_t channels, uint16_t* wb, int64_t kpad) {
+TORCHAO_AVX512 void convert_channels_bf16(const Problem& p, int64_t n, int64_t channels, uint16_t* wb, int64_t kpad) {
   for (int64_t c = 0; c < channels; ++c) {
     const int8_t* row = p.w + (n + c) * p.k;
     for (int64_t t = 0; t < kpad; t += 32) {
       torchao_cpp::prefetch_stream(row + t);
-      _mm512_storeu_si512(wb + c * kpad + t, (__m512i)weights_bf16(row + t, p.k - t));
+      _mm512_storeu_si512(wb + c * kpad + t, (__m512i)torchao_cpp::widen_int8_bf16(row + t, p.k - t));
     }
   }
 }
