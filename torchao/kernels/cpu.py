@@ -57,10 +57,13 @@ _CPP_INT8_MAX_ROWS_AMX = 5
 #: up to this many rows float x int8 weight-only runs our C++ kernel (csrc/float_int8_gemv.cpp). From memory,
 #: 2 cores, bf16 activations, against aten._weight_int8pack_mm on 5632x2048, 2048x5632, 4096x4096, 256x2048:
 #: M = 1 (float32 FMA) 23-33 GB/s, 1.06-1.9x; M = 2..16 (bf16 dot products, 4 channels x 4 rows a tile)
-#: 0.97-1.45x, limited by widening the weights to bf16. bf16 x on AVX-512 BF16 CPUs runs it at every M (its
-#: 4 x 4 tiles convert each 4-channel tile's weights once for all rows): 2 cores of an AMD EPYC (Zen 4), against
-#: bf16 F.linear on 4096x4096 / 4096x11008: M = 17-63 1.03-1.32x, 128-512 0.79-0.89x, where
-#: aten._weight_int8pack_mm gave 0.29-0.56x and converting the weight for F.linear 0.18-0.75x
+#: 0.97-1.45x, limited by widening the weights to bf16. bf16 x on AVX-512 BF16 CPUs runs our kernels at every M:
+#: up to 31 rows (or K not a multiple of 32) the 4 x 4 tiles, which convert each 4-channel tile's weights once
+#: for all rows (1.03-1.32x bf16 F.linear at M = 17-63, measured before the GEMM took 32 rows and up); from 32
+#: rows csrc/bf16_int8_gemm.cpp, which widens the weight into bf16 pair tiles once per call for the 6-row x
+#: 64-channel tile GEMM (pair_tile_gemm.h). 2 cores of an AMD EPYC (Zen 4), 4096x4096 / 4096x11008 / 11008x4096:
+#: M = 128 0.99-1.05x and M = 512 0.99-1.03x bf16 F.linear, where aten._weight_int8pack_mm gave 0.29-0.56x and
+#: converting the weight for F.linear 0.18-0.75x
 _CPP_GEMV_MAX_ROWS = 16
 #: from this many rows, 16-bit int8 weight-only without our bf16 kernel (fp16 x, or no AVX-512 BF16) converts the
 #: weight and runs F.linear (M=128, 4096x4096: 26 ms against 33 ms for aten._weight_int8pack_mm; fp32
